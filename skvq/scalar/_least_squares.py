@@ -1,0 +1,460 @@
+"""Sparse least-squares scalar quantizers (l1, l1 - l2, l0 and k-means-based least squares).
+
+Reference: "Sparse least squares scalar quantization" (the paper in ``shared/papers``).
+Notation: the sorted distinct values of the data are ``v_1 < ... < v_m`` (the paper's
+``w_hat``), ``d_1 = v_1`` and ``d_j = v_j - v_{j-1}``; the paper's matrix ``V`` is lower
+triangular with ``V_ij = d_j`` for ``j <= i``, so the reconstruction ``w* = V alpha`` is the
+cumulative sum of ``beta_j = alpha_j d_j``.
+"""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ..base import check_n_values
+from ._base import ScalarQuantizer, segment_means
+
+# Dense V costs 8 m^2 bytes: past this many distinct values the dense solvers refuse.
+_MAX_DENSE_VALUES = 20_000
+
+
+def _steps(values):
+    """The paper's ``d``: ``d_1 = v_1``, ``d_j = v_j - v_{j-1}``."""
+    return np.diff(values, prepend=0.0)
+
+
+def _dense_v(values, weights):
+    """The paper's m x m matrix V, rows scaled by sqrt(weights) (weighted least squares)."""
+    m = values.size
+    if m > _MAX_DENSE_VALUES:
+        raise ValueError(
+            f"This solver builds the dense {m} x {m} matrix V ({8 * m * m / 2**30:.1f} GiB); it "
+            f"is limited to {_MAX_DENSE_VALUES} distinct values. Use solver='tv' (l1) or "
+            "solver='dp' (l0), which never build V."
+        )
+    V = np.tril(np.ones((m, m))) * _steps(values)[None, :]
+    if weights is not None:
+        V *= np.sqrt(weights)[:, None]
+    return V
+
+
+def _reconstruct_from_support(values, weights, support):
+    """Least-squares refit (Alg. 1, eqs. 7-11) on the columns ``support`` of V.
+
+    ``w* = V* alpha_hat`` is piecewise constant with jumps at the support; its least-squares
+    levels are the weighted means of the runs. Before the first support index ``w*`` is
+    0 (no column of V reaches there), as in the paper's parametrisation.
+    """
+    support = np.flatnonzero(support)
+    x = np.zeros_like(values)
+    if support.size:
+        levels = segment_means(values[support[0]:],
+                               None if weights is None else weights[support[0]:],
+                               support - support[0])
+        lengths = np.diff(np.append(support, values.size))
+        x[support[0]:] = np.repeat(levels, lengths)
+    return x
+
+
+def _jumps(x):
+    """Support of alpha for a reconstruction x: where x changes (x_0 compared with 0)."""
+    return np.diff(x, prepend=0.0) != 0
+
+
+def _l1_objective(values, weights, x, lam):
+    """Eq. 6 at the reconstruction x: sum w (v - x)^2 + lam * ||alpha||_1."""
+    w = 1.0 if weights is None else weights
+    d = _steps(values)
+    beta = np.diff(x, prepend=0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        penalty = np.where(beta == 0, 0.0, np.abs(beta) / np.abs(d))
+    return float(np.sum(w * (values - x) ** 2) + lam * np.sum(penalty))
+
+
+class L1LeastSquareQuantizer(ScalarQuantizer):
+    r"""Scalar quantization by l1-regularised least squares (the paper's Alg. 1, eqs. 6, 13).
+
+    The sorted distinct values ``v`` of ``X`` are reconstructed as ``w* = V alpha`` with a
+    sparse ``alpha`` (eq. 6):
+
+    .. math:: \min_\alpha \|v - V\alpha\|_2^2 + \lambda \|\alpha\|_1
+              \; [- \lambda_2 \|\alpha\|_2^2 \text{ (eq. 13)}]
+
+    Every zero ``alpha_j`` merges ``v_j`` with ``v_{j-1}``, so the distinct values of ``w*``
+    are the codebook. With ``refit=True`` the values are then refitted by least squares on
+    the support of ``alpha`` (Alg. 1, eqs. 7-11); ``refit=False`` is the paper's
+    "l1 without least square".
+
+    Read more in the :ref:`User Guide <scalar>`.
+
+    Parameters
+    ----------
+    alpha : float, default=1.0
+        The paper's :math:`\lambda` (:math:`\lambda_1` in eq. 13), exactly: the objective is
+        ``||v - V alpha||^2 + alpha * ||alpha||_1`` with no ``1/(2m)`` factor. scikit-learn's
+        ``Lasso(alpha=a)`` minimises ``1/(2m) ||v - V alpha||^2 + a ||alpha||_1``, so the
+        same problem is ``Lasso(alpha=alpha / (2 * m), fit_intercept=False)`` with ``m``
+        distinct values. With ``n_values`` set, ``alpha`` is the search's starting point.
+    negative_l2 : float, default=0.0
+        The paper's :math:`\lambda_2 \ge 0` of eq. 13 (the term :math:`-\lambda_2\|\alpha\|^2`).
+        Solved by the paper's coordinate descent (eq. 15) started from the l1 solution.
+        Must stay below :math:`\min_j \|V_j\|^2` (each coordinate step is then a strict
+        minimisation); if the iterates still diverge (eq. 13 is unbounded below once
+        :math:`\lambda_2` exceeds the smallest eigenvalue of :math:`V^TV`), a
+        ``ConvergenceWarning`` is raised and the l1 solution is kept.
+    refit : bool, default=True
+        Least-squares refit on the support of ``alpha`` (Alg. 1, steps 3-6).
+    n_values : int or None, default=None
+        If set, reach at most this many values by increasing :math:`\lambda` (Alg. 2): the
+        search doubles (or halves) :math:`\lambda` from ``alpha`` until it brackets the
+        requested count, then bisects to the smallest :math:`\lambda` giving at most
+        ``n_values`` values. The paper's arithmetic schedule
+        :math:`\lambda_t = \lambda_0 + (t-1)\Delta\lambda` stops at the first such
+        :math:`\lambda` on a grid; the bisection finds it to machine precision in
+        O(log) solves instead of O(:math:`\lambda^*/\Delta\lambda`). As the paper notes,
+        the count is not always reachable exactly; ``n_values_`` says what was reached.
+    solver : {"tv", "cd"}, default="tv"
+        ``"tv"`` solves eq. 6 exactly in O(m) without building ``V`` (see Notes).
+        ``"cd"`` is the paper's coordinate descent on the dense m x m ``V``
+        (scikit-learn's ``Lasso``), kept as the reference; it needs ``8 m^2`` bytes and is
+        limited to 20,000 distinct values.
+    weighting : {"unique", "count"}, default="unique"
+        ``"unique"``: every distinct value counts once, as in the paper.
+        ``"count"``: each value counts with its multiplicity (and ``sample_weight``), which
+        minimises the squared error of the whole array.
+    max_iter : int, default=10000
+        Iteration cap of the iterative solvers (``"cd"``, and eq. 13's coordinate descent).
+    tol : float, default=1e-10
+        Tolerance of the iterative solvers.
+
+    Attributes
+    ----------
+    codebook_ : ndarray of shape (n_values_,)
+        Sorted codebook values, in the dtype of the training data.
+    n_values_ : int
+        Number of codebook values.
+    bits_per_sample_ : float
+        Rate: ``n_features_in_ * log2(n_values_)`` bits per row.
+    alpha_ : float
+        The :math:`\lambda` the codebook was computed with (differs from ``alpha`` when
+        ``n_values`` is set).
+    n_iter_ : int
+        Iterations of the last solve (1 for the direct ``"tv"`` solver).
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen in ``fit``, when ``X`` has string column names.
+
+    See Also
+    --------
+    L0LeastSquareQuantizer : Exactly ``n_values`` values by the l0 form (eq. 16).
+    KMeansLSQuantizer : k-means followed by least squares (Alg. 3).
+
+    Notes
+    -----
+    **The fast solver.** With :math:`\beta_j = \alpha_j d_j` (:math:`d_1 = v_1`,
+    :math:`d_j = v_j - v_{j-1} > 0`), :math:`x = V\alpha` is the cumulative sum of
+    :math:`\beta`, so :math:`\beta_j = x_j - x_{j-1}` (with :math:`x_0 = 0`) and
+    :math:`|\alpha_j| = |x_j - x_{j-1}| / |d_j|`. Eq. 6 becomes the weighted 1-D
+    total-variation denoising problem
+
+    .. math:: \min_x \sum_i \omega_i (v_i - x_i)^2
+              + \lambda \sum_j \frac{|x_j - x_{j-1}|}{|d_j|}, \qquad x_0 = 0,
+
+    a bijective change of variables, so the optimum and the objective are the same. It is
+    solved exactly by Johnson's (2013) dynamic programme in O(m) time and memory. When
+    :math:`v_1 = 0` the first column of ``V`` is zero and :math:`x_1 = 0` is pinned.
+
+    **Codes.** ``transform`` codes each entry to its nearest codebook value; on the
+    training data this never increases the error of the paper's reconstruction ``w*``.
+    A zero prefix of ``w*`` (indices before the first non-zero ``alpha``) contributes the
+    value 0 to the codebook, as in the paper's parametrisation.
+
+    References
+    ----------
+    Sparse least squares scalar quantization (``shared/papers``), eqs. 6-15, Alg. 1-2.
+    N. A. Johnson, "A dynamic programming algorithm for the fused lasso and
+    L0-segmentation", J. Comput. Graph. Stat. 22(2), 2013.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvq import L1LeastSquareQuantizer
+    >>> X = np.array([[0.1, 0.12, 0.5], [0.52, 0.9, 0.93]])
+    >>> q = L1LeastSquareQuantizer(n_values=3).fit(X)
+    >>> q.n_values_
+    3
+    >>> q.inverse_transform(q.transform(X)).round(2)
+    array([[0.11, 0.11, 0.51],
+           [0.51, 0.92, 0.92]])
+    """
+
+    _parameter_constraints = {
+        **ScalarQuantizer._parameter_constraints,
+        "alpha": [Interval(Real, 0, None, closed="neither")],
+        "negative_l2": [Interval(Real, 0, None, closed="left")],
+        "refit": ["boolean"],
+        "n_values": [Interval(Integral, 1, None, closed="left"), None],
+        "solver": [StrOptions({"tv", "cd"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(self, alpha=1.0, *, negative_l2=0.0, refit=True, n_values=None, solver="tv",
+                 weighting="unique", max_iter=10000, tol=1e-10):
+        self.alpha = alpha
+        self.negative_l2 = negative_l2
+        self.refit = refit
+        self.n_values = n_values
+        self.solver = solver
+        self.weighting = weighting
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def _solve(self, values, weights, lam):
+        """Reconstruction of the distinct values for one lambda; sets ``n_iter_``."""
+        if self.solver == "tv":
+            from ._solvers import weighted_tv_denoise
+
+            d = np.abs(_steps(values))
+            with np.errstate(divide="ignore"):
+                jump_weight = lam / (2.0 * d)
+            w = np.ones_like(values) if weights is None else weights
+            x = weighted_tv_denoise(values, w, jump_weight)
+            self.n_iter_ = 1
+        else:
+            from sklearn.linear_model import Lasso
+
+            V = _dense_v(values, weights)
+            target = values if weights is None else values * np.sqrt(weights)
+            lasso = Lasso(alpha=lam / (2.0 * values.size), fit_intercept=False,
+                          max_iter=self.max_iter, tol=self.tol)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", ConvergenceWarning)
+                try:
+                    lasso.fit(V, target)
+                except ConvergenceWarning:
+                    warnings.simplefilter("default", ConvergenceWarning)
+                    warnings.warn(
+                        f"Coordinate descent did not converge in max_iter={self.max_iter} "
+                        "iterations; increase max_iter or use solver='tv'.",
+                        ConvergenceWarning,
+                    )
+            x = np.cumsum(lasso.coef_ * _steps(values))
+            self.n_iter_ = int(lasso.n_iter_)
+        if self.negative_l2 > 0:
+            x = self._solve_negative_l2(values, weights, lam, x)
+        if self.refit:
+            x = _reconstruct_from_support(values, weights, _jumps(x))
+        return x
+
+    def _solve_negative_l2(self, values, weights, lam, x_l1):
+        from ._solvers import neg_l2_coordinate_descent
+
+        d = _steps(values)
+        w = np.ones_like(values) if weights is None else weights
+        col_norms = d**2 * np.cumsum(w[::-1])[::-1]
+        bound = col_norms[col_norms > 0].min()
+        if self.negative_l2 >= bound:
+            raise ValueError(
+                f"negative_l2={self.negative_l2} makes eq. 13 unbounded along a coordinate: it "
+                f"must be below min_j ||V_j||^2 = {bound:.6g} for these data."
+            )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alpha0 = np.where(d != 0, np.diff(x_l1, prepend=0.0) / d, 0.0)
+        alpha, n_iter, diverged = neg_l2_coordinate_descent(
+            values, w, d, alpha0, lam, self.negative_l2, self.max_iter, self.tol)
+        self.n_iter_ = int(n_iter)
+        if diverged:
+            warnings.warn(
+                f"Coordinate descent on eq. 13 diverged with negative_l2={self.negative_l2} "
+                "(the objective is unbounded below); keeping the l1 solution.",
+                ConvergenceWarning,
+            )
+            return x_l1
+        if n_iter >= self.max_iter:
+            warnings.warn(f"Coordinate descent on eq. 13 did not converge in "
+                          f"max_iter={self.max_iter} sweeps.", ConvergenceWarning)
+        return np.cumsum(alpha * d)
+
+    def _fit_codebook(self, values, weights):
+        if self.n_values is None:
+            self.alpha_ = float(self.alpha)
+            return self._solve(values, weights, self.alpha_)
+        target = check_n_values(self.n_values, values.size)
+
+        def count(x):
+            return np.unique(x).size
+
+        lam = float(self.alpha)
+        x = self._solve(values, weights, lam)
+        # Bracket: lo gives too many values, hi gives few enough.
+        if count(x) > target:
+            lo = lam
+            while True:
+                lam *= 2.0
+                x = self._solve(values, weights, lam)
+                if count(x) <= target:
+                    hi, x_hi = lam, x
+                    break
+                lo = lam
+        else:
+            hi, x_hi = lam, x
+            lo = None
+            for _ in range(200):
+                lam /= 2.0
+                x = self._solve(values, weights, lam)
+                if count(x) > target:
+                    lo = lam
+                    break
+                hi, x_hi = lam, x
+            if lo is None:  # every lambda tried reaches the target (e.g. target == m)
+                self.alpha_ = hi
+                return x_hi
+        for _ in range(60):
+            if count(x_hi) == target or hi - lo <= 1e-12 * hi:
+                break
+            mid = 0.5 * (lo + hi)
+            x = self._solve(values, weights, mid)
+            if count(x) <= target:
+                hi, x_hi = mid, x
+            else:
+                lo = mid
+        self.alpha_ = hi
+        return x_hi
+
+
+class L0LeastSquareQuantizer(ScalarQuantizer):
+    r"""Scalar quantization with at most ``n_values`` values by l0-constrained least squares.
+
+    The paper's eq. 16:
+
+    .. math:: \min_\alpha \|v - V^*\alpha\|_2^2 \quad \text{s.t.} \quad
+              \|\alpha\|_0 \le l
+
+    on the sorted distinct values ``v``, with ``l = n_values`` counted as distinct values of
+    the reconstruction (eq. 1's :math:`o(w^*) \le l`). Any reconstruction with ``l``
+    distinct values is piecewise constant on ``l`` runs of the sorted values, and its best
+    levels are the run means, so eq. 16 is exactly optimal 1-D k-means over ``v``.
+
+    Read more in the :ref:`User Guide <scalar>`.
+
+    Parameters
+    ----------
+    n_values : int, default=8
+        The paper's ``l``: the number of codebook values. ``solver="dp"`` always returns
+        exactly ``min(n_values, m)`` values for ``m`` distinct values in the data (with a
+        ``UserWarning`` when ``n_values > m``); ``solver="l0learn"`` may return fewer.
+    solver : {"dp", "l0learn"}, default="dp"
+        ``"dp"``: the exact global optimum, by dynamic programming over the sorted values
+        (divide-and-conquer optimisation, O(l m log m) time, ``4 l m`` bytes).
+        ``"l0learn"``: the paper's solver, L0Learn's coordinate descent with local
+        combinatorial search on the dense ``V`` (needs the ``l0`` extra: CPython <= 3.10 and
+        numpy < 2; limited to 20,000 distinct values). Along L0Learn's regularisation path
+        the solution with the lowest error among those with at most ``n_values`` values,
+        refitted by least squares, is kept; it is never better than ``"dp"``.
+    weighting : {"unique", "count"}, default="unique"
+        ``"unique"``: every distinct value counts once, as in the paper.
+        ``"count"``: each value counts with its multiplicity (and ``sample_weight``).
+
+    Attributes
+    ----------
+    codebook_ : ndarray of shape (n_values_,)
+        Sorted codebook values, in the dtype of the training data.
+    n_values_ : int
+        Number of codebook values.
+    bits_per_sample_ : float
+        Rate: ``n_features_in_ * log2(n_values_)`` bits per row.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen in ``fit``, when ``X`` has string column names.
+
+    See Also
+    --------
+    KMeansLSQuantizer : k-means followed by least squares (Alg. 3), a heuristic for the
+        same objective.
+    L1LeastSquareQuantizer : The convex l1 relaxation (eq. 6).
+
+    Notes
+    -----
+    The dynamic programme: with ``D[q][j]`` the optimal cost of the first ``j`` values in
+    ``q`` runs, ``D[q][j] = min_t D[q-1][t] + SSE(t..j-1)``; the within-run sums of squares
+    come from prefix sums, and the optimal ``t`` is non-decreasing in ``j``, which the
+    divide-and-conquer optimisation exploits (Wang & Song, 2011, Ckmeans.1d.dp).
+
+    References
+    ----------
+    Sparse least squares scalar quantization (``shared/papers``), eq. 16.
+    H. Wang and M. Song, "Ckmeans.1d.dp: optimal k-means clustering in one dimension by
+    dynamic programming", The R Journal 3(2), 2011.
+    H. Hazimeh and R. Mazumder, "Fast best subset selection: coordinate descent and local
+    combinatorial optimization algorithms", Operations Research 68(5), 2020 (L0Learn).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvq import L0LeastSquareQuantizer
+    >>> X = np.array([[1.0, 1.1, 5.0, 5.2, 9.0, 9.1]])
+    >>> q = L0LeastSquareQuantizer(n_values=3).fit(X)
+    >>> q.codebook_
+    array([1.05, 5.1 , 9.05])
+    >>> q.transform(X)
+    array([[0, 0, 1, 1, 2, 2]], dtype=uint8)
+    """
+
+    _parameter_constraints = {
+        **ScalarQuantizer._parameter_constraints,
+        "n_values": [Interval(Integral, 1, None, closed="left")],
+        "solver": [StrOptions({"dp", "l0learn"})],
+    }
+
+    def __init__(self, n_values=8, *, solver="dp", weighting="unique"):
+        self.n_values = n_values
+        self.solver = solver
+        self.weighting = weighting
+
+    def _fit_codebook(self, values, weights):
+        n_values = check_n_values(self.n_values, values.size)
+        if self.solver == "dp":
+            from ._solvers import kmeans_1d_dp
+
+            w = np.ones_like(values) if weights is None else weights
+            return segment_means(values, weights, kmeans_1d_dp(values, w, n_values))
+        return _l0learn_reconstruction(values, weights, n_values)
+
+
+def _import_l0learn():
+    try:
+        import l0learn
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "solver='l0learn' needs the l0learn package (pip install 'skvq[l0]'); it has "
+            "wheels for CPython <= 3.10 only and needs numpy < 2."
+        ) from exc
+    return l0learn
+
+
+def _l0learn_reconstruction(values, weights, n_values):
+    """Best refitted solution with at most ``n_values`` values on L0Learn's path (eq. 16)."""
+    l0learn = _import_l0learn()
+    V = _dense_v(values, weights)
+    target = values if weights is None else values * np.sqrt(weights)
+    w = 1.0 if weights is None else weights
+    best_x = np.zeros_like(values)
+    best_err = float(np.sum(w * values**2))
+    if values.size >= 2:
+        path = l0learn.fit(V, target, penalty="L0", max_support_size=n_values,
+                           intercept=False)
+        coefs = path.coeff(gamma=path.gamma[0], include_intercept=False).toarray()
+        for coef in coefs.T:
+            x = _reconstruct_from_support(values, weights, coef != 0)
+            err = float(np.sum(w * (values - x) ** 2))
+            if np.unique(x).size <= n_values and err < best_err:
+                best_x, best_err = x, err
+    else:
+        best_x = values.copy()
+    return best_x

@@ -1,0 +1,321 @@
+"""Compiled (numba) solvers behind the scalar quantizers.
+
+All functions work on the sorted distinct values ``y[0] < y[1] < ... < y[m-1]`` of the data,
+with positive weights ``w`` (1 for the paper's choice, the multiplicity otherwise).
+
+- :func:`weighted_tv_denoise`: exact solution of
+  ``min_x 1/2 sum_i w_i (y_i - x_i)^2 + sum_j c_j |x_j - x_{j-1}|`` with ``x_{-1} = 0``
+  (the anchor at zero comes from the first column of the paper's matrix V), by the
+  dynamic-programming algorithm of Johnson (2013), O(m) amortised.
+- :func:`kmeans_1d_dp`: exact optimal 1-D k-means (contiguous clusters of sorted values),
+  dynamic programming with the divide-and-conquer optimisation, O(k m log m).
+- :func:`neg_l2_coordinate_descent`: the paper's coordinate descent for eq. 13 (eq. 15),
+  with O(m) sweeps that never build V.
+"""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _tv_forward_backward(y, w, c, anchor):
+    """Johnson's DP for weighted 1-D TV denoising with an optional anchor ``x_{-1} = 0``.
+
+    ``c[0]`` is the weight of ``|x_0 - 0|`` (used only if ``anchor``); ``c[j]`` for j >= 1
+    the weight of ``|x_j - x_{j-1}|``.
+    """
+    n = y.shape[0]
+    x = np.empty(n)
+    if n == 0:
+        return x
+    cap = 2 * n + 4
+    pos = np.empty(cap)
+    da = np.empty(cap)
+    db = np.empty(cap)
+    tm = np.empty(n)
+    tp = np.empty(n)
+    # The derivative of the message F_k'(x) is piecewise linear and increasing: leftmost
+    # piece (aL, bL), knots pos[l..r] with jumps (da, db), rightmost piece (aR, bR).
+    l = n + 1
+    r = n  # empty
+    if anchor:
+        lam = c[0]
+        l = n + 1
+        r = n + 1
+        pos[l] = 0.0
+        da[l] = 0.0
+        db[l] = 2.0 * lam
+        aL = w[0]
+        bL = -w[0] * y[0] - lam
+        aR = w[0]
+        bR = -w[0] * y[0] + lam
+    else:
+        aL = w[0]
+        bL = -w[0] * y[0]
+        aR = w[0]
+        bR = -w[0] * y[0]
+    for k in range(n - 1):
+        lam = c[k + 1]
+        # Left threshold tm: F_k'(tm) = -lam; knots left of it are swallowed by the clip.
+        A = aL
+        B = bL
+        lo = l
+        while lo <= r:
+            if A * pos[lo] + B > -lam:
+                break
+            A += da[lo]
+            B += db[lo]
+            lo += 1
+        tmk = (-lam - B) / A
+        l = lo - 1
+        pos[l] = tmk
+        da[l] = A
+        db[l] = B + lam
+        aL = 0.0
+        bL = -lam
+        # Right threshold tp: F_k'(tp) = +lam.
+        A = aR
+        B = bR
+        hi = r
+        while hi >= l:
+            if A * pos[hi] + B < lam:
+                break
+            A -= da[hi]
+            B -= db[hi]
+            hi -= 1
+        tpk = (lam - B) / A
+        r = hi + 1
+        pos[r] = tpk
+        da[r] = -A
+        db[r] = lam - B
+        aR = 0.0
+        bR = lam
+        tm[k] = tmk
+        tp[k] = tpk
+        # Add the data term of point k + 1.
+        aL += w[k + 1]
+        bL -= w[k + 1] * y[k + 1]
+        aR += w[k + 1]
+        bR -= w[k + 1] * y[k + 1]
+    # Last point: zero of F_{n-1}'.
+    A = aL
+    B = bL
+    lo = l
+    while lo <= r:
+        if A * pos[lo] + B > 0.0:
+            break
+        A += da[lo]
+        B += db[lo]
+        lo += 1
+    x[n - 1] = -B / A
+    for k in range(n - 2, -1, -1):
+        v = x[k + 1]
+        if v > tp[k]:
+            v = tp[k]
+        elif v < tm[k]:
+            v = tm[k]
+        x[k] = v
+    return x
+
+
+def weighted_tv_denoise(y, w, c, anchor=True):
+    """Exact weighted 1-D total-variation denoising.
+
+    Solves ``min_x 1/2 sum_i w_i (y_i - x_i)^2 + sum_{j>=1} c_j |x_j - x_{j-1}|
+    + [anchor] c_0 |x_0|``. ``c_0 = inf`` pins ``x_0`` to zero.
+
+    Parameters
+    ----------
+    y, w, c : ndarray of shape (m,)
+        Data, positive fidelity weights, non-negative jump weights (``c[0]`` is the anchor's).
+    anchor : bool
+        Whether the term ``c_0 |x_0|`` is present.
+
+    Returns
+    -------
+    x : ndarray of shape (m,)
+    """
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    c = np.ascontiguousarray(c, dtype=np.float64)
+    if anchor and y.shape[0] and np.isinf(c[0]):
+        # x_0 is pinned to 0: solve the rest with x_0 as its anchor.
+        rest = weighted_tv_denoise(y[1:], w[1:], c[1:], anchor=True)
+        return np.concatenate([[0.0], rest])
+    return _tv_forward_backward(y, w, c, anchor)
+
+
+@njit(cache=True)
+def _segment_cost(s1, s2, sw, i, j):
+    """Weighted within-segment sum of squares of points i..j-1 (prefix sums)."""
+    wt = sw[j] - sw[i]
+    t = s1[j] - s1[i]
+    cost = s2[j] - s2[i] - t * t / wt
+    return cost if cost > 0.0 else 0.0
+
+
+@njit(cache=True)
+def _kmeans_1d_dp(y, w, k):
+    m = y.shape[0]
+    # Centre for numerical stability of the prefix sums.
+    mean = np.sum(w * y) / np.sum(w)
+    z = y - mean
+    s1 = np.zeros(m + 1)
+    s2 = np.zeros(m + 1)
+    sw = np.zeros(m + 1)
+    for i in range(m):
+        s1[i + 1] = s1[i] + w[i] * z[i]
+        s2[i + 1] = s2[i] + w[i] * z[i] * z[i]
+        sw[i + 1] = sw[i] + w[i]
+    prev = np.empty(m + 1)
+    cur = np.empty(m + 1)
+    # prev[j]: optimal cost of the first j points with q clusters.
+    for j in range(m + 1):
+        prev[j] = _segment_cost(s1, s2, sw, 0, j) if j > 0 else 0.0
+    arg = np.zeros((k, m + 1), dtype=np.int32)
+    stack = np.empty((4 * (m + 2), 4), dtype=np.int64)
+    for q in range(1, k):
+        # cur[j] = min_{t in [q, j-1]} prev[t] + cost(t, j), for j in [q+1, m]; the argmin is
+        # non-decreasing in j (Monge costs), so divide and conquer over j.
+        for j in range(q + 1):
+            cur[j] = np.inf
+        top = 0
+        stack[0, 0] = q + 1
+        stack[0, 1] = m
+        stack[0, 2] = q
+        stack[0, 3] = m - 1
+        top = 1
+        while top > 0:
+            top -= 1
+            jlo = stack[top, 0]
+            jhi = stack[top, 1]
+            tlo = stack[top, 2]
+            thi = stack[top, 3]
+            if jlo > jhi:
+                continue
+            jmid = (jlo + jhi) // 2
+            best = np.inf
+            bestt = tlo
+            tend = min(thi, jmid - 1)
+            for t in range(tlo, tend + 1):
+                v = prev[t] + _segment_cost(s1, s2, sw, t, jmid)
+                if v < best:
+                    best = v
+                    bestt = t
+            cur[jmid] = best
+            arg[q, jmid] = bestt
+            stack[top, 0] = jlo
+            stack[top, 1] = jmid - 1
+            stack[top, 2] = tlo
+            stack[top, 3] = bestt
+            top += 1
+            stack[top, 0] = jmid + 1
+            stack[top, 1] = jhi
+            stack[top, 2] = bestt
+            stack[top, 3] = thi
+            top += 1
+        for j in range(m + 1):
+            prev[j] = cur[j]
+    # Backtrack the cluster starts.
+    starts = np.empty(k, dtype=np.int64)
+    j = m
+    for q in range(k - 1, 0, -1):
+        t = arg[q, j]
+        starts[q] = t
+        j = t
+    starts[0] = 0
+    return starts
+
+
+def kmeans_1d_dp(y, w, k):
+    """Optimal weighted 1-D k-means of sorted distinct values ``y`` (exact, by DP).
+
+    Parameters
+    ----------
+    y : ndarray of shape (m,)
+        Sorted, strictly increasing values.
+    w : ndarray of shape (m,)
+        Positive weights.
+    k : int
+        Number of clusters, ``1 <= k <= m``.
+
+    Returns
+    -------
+    starts : ndarray of shape (k,)
+        Index of the first value of each cluster (clusters are contiguous runs).
+    """
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    return _kmeans_1d_dp(y, w, int(k))
+
+
+@njit(cache=True)
+def _neg_l2_cd(y, w, d, alpha, lam1, lam2, max_iter, tol, ymin, ymax):
+    """Cyclic coordinate descent on eq. 13 in the paper's variables, O(m) per sweep.
+
+    Objective: sum_i w_i (y_i - (V a)_i)^2 + lam1 ||a||_1 - lam2 ||a||_2^2 with
+    (V a)_i = sum_{j <= i} a_j d_j.  Returns (alpha, n_sweeps, diverged).
+    """
+    m = y.shape[0]
+    W = np.empty(m)  # suffix sums of weights
+    acc = 0.0
+    for i in range(m - 1, -1, -1):
+        acc += w[i]
+        W[i] = acc
+    Q = d * d * W  # ||V_j||^2 (weighted)
+    x = np.empty(m)
+    span = ymax - ymin
+    for sweep in range(max_iter):
+        # Reconstruction at the start of the sweep.
+        acc = 0.0
+        for i in range(m):
+            acc += alpha[i] * d[i]
+            x[i] = acc
+        T = 0.0
+        max_change = 0.0
+        max_coef = 0.0
+        for j in range(m - 1, -1, -1):
+            T += w[j] * (y[j] - x[j])  # coordinates < j are unchanged this sweep
+            if Q[j] <= 0.0:
+                continue
+            g = d[j] * T + Q[j] * alpha[j]
+            if g > 0.5 * lam1:
+                new = (g - 0.5 * lam1) / (Q[j] - lam2)
+            elif g < -0.5 * lam1:
+                new = (g + 0.5 * lam1) / (Q[j] - lam2)
+            else:
+                new = 0.0
+            delta = new - alpha[j]
+            if delta != 0.0:
+                T -= d[j] * delta * W[j]
+                alpha[j] = new
+            if abs(delta) > max_change:
+                max_change = abs(delta)
+            if abs(new) > max_coef:
+                max_coef = abs(new)
+        # Divergence guard: the reconstruction must stay near the data's range.
+        acc = 0.0
+        for i in range(m):
+            acc += alpha[i] * d[i]
+            if acc > ymax + span or acc < ymin - span:
+                return alpha, sweep + 1, True
+        if max_change <= tol * max(max_coef, 1.0):
+            return alpha, sweep + 1, False
+    return alpha, max_iter, False
+
+
+def neg_l2_coordinate_descent(y, w, d, alpha0, lam1, lam2, max_iter=1000, tol=1e-10):
+    """The paper's coordinate descent (eq. 15) for eq. 13, never building V.
+
+    Each coordinate step exactly minimises eq. 13 along that coordinate (it requires
+    ``lam2 < ||V_j||^2`` for every j), so the objective never increases. The iteration
+    stops early and reports ``diverged=True`` if the reconstruction leaves the data's range
+    by more than its width: eq. 13 is unbounded below once ``lam2`` exceeds the smallest
+    eigenvalue of ``V^T V``, the instability the paper reports.
+    """
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    d = np.ascontiguousarray(d, dtype=np.float64)
+    alpha = np.array(alpha0, dtype=np.float64)
+    return _neg_l2_cd(y, w, d, alpha, float(lam1), float(lam2), int(max_iter), float(tol),
+                      float(y.min()), float(y.max()))
