@@ -236,17 +236,15 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
             target = values if weights is None else values * np.sqrt(weights)
             lasso = Lasso(alpha=lam / (2.0 * values.size), fit_intercept=False,
                           max_iter=self.max_iter, tol=self.tol)
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", ConvergenceWarning)
-                try:
-                    lasso.fit(V, target)
-                except ConvergenceWarning:
-                    warnings.simplefilter("default", ConvergenceWarning)
-                    warnings.warn(
-                        f"Coordinate descent did not converge in max_iter={self.max_iter} "
-                        "iterations; increase max_iter or use solver='tv'.",
-                        ConvergenceWarning,
-                    )
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                lasso.fit(V, target)
+            if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+                warnings.warn(
+                    f"Coordinate descent did not converge in max_iter={self.max_iter} "
+                    "iterations; increase max_iter or use solver='tv'.",
+                    ConvergenceWarning,
+                )
             x = np.cumsum(lasso.coef_ * _steps(values))
             self.n_iter_ = int(lasso.n_iter_)
         if self.negative_l2 > 0:

@@ -1,0 +1,35 @@
+"""Every public estimator, in the configurations the common tests run (one table)."""
+
+from skvq import (
+    GaussianMixtureQuantizer,
+    KMeansLSQuantizer,
+    KMeansQuantizer,
+    L0LeastSquareQuantizer,
+    L1LeastSquareQuantizer,
+)
+
+
+def all_estimators():
+    """Instances covering every estimator and every solver that runs without extras."""
+    return [
+        L1LeastSquareQuantizer(),
+        L1LeastSquareQuantizer(n_values=3),
+        L1LeastSquareQuantizer(solver="cd", alpha=0.1),
+        L1LeastSquareQuantizer(negative_l2=1e-3, refit=False),
+        L1LeastSquareQuantizer(weighting="count"),
+        L0LeastSquareQuantizer(),
+        L0LeastSquareQuantizer(weighting="count"),
+        KMeansQuantizer(n_init=2),
+        KMeansLSQuantizer(n_init=2),
+        KMeansLSQuantizer(n_init=2, weighting="count"),
+        GaussianMixtureQuantizer(),
+    ]
+
+
+# Expected failures of scikit-learn's common checks: {estimator class name: {check: reason}}.
+# Empty: every estimator passes every check. Add an entry only with the reason it cannot pass.
+EXPECTED_FAILED_CHECKS = {}
+
+
+def expected_failed_checks(estimator):
+    return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
