@@ -103,12 +103,13 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
         Solved by the paper's coordinate descent (eq. 15), started from the l1 solution.
         Eq. 13 is unbounded below as soon as :math:`\lambda_2` exceeds the smallest
         eigenvalue of :math:`V^TV`, which is tiny whenever two distinct values are close:
-        that is the instability the paper reports. The guard: coordinates are restricted to
-        the box :math:`|\alpha_j| \le \max(1, \max_j |\alpha^{l_1}_j|)`
-        (:math:`\alpha = 1` reproduces the data exactly), and each coordinate step is the
-        exact minimiser of eq. 13 along that coordinate inside the box (also where the
-        coordinate's curvature :math:`\|V_j\|^2 - \lambda_2` is negative), so the
-        objective decreases monotonically and the iterates stay bounded.
+        that is the instability the paper reports. The guards: a coordinate whose eq. 15
+        denominator :math:`\|V_j\|^2 - \lambda_2` is not positive (eq. 13 is unbounded
+        along it) keeps its l1 value; every jump of the reconstruction is restricted to
+        :math:`|\alpha_j d_j| \le 2\max_i |v_i|` (a bound every jump of the data itself
+        satisfies); each coordinate step is the exact minimiser of eq. 13 along that
+        coordinate inside this box. The objective therefore decreases monotonically and the
+        iterates stay bounded. The paper's setting is ``negative_l2 = 4e-3 * alpha``.
     refit : bool, default=True
         Least-squares refit on the support of ``alpha`` (Alg. 1, steps 3-6).
     n_values : int or None, default=None
@@ -260,10 +261,8 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
         w = np.ones_like(values) if weights is None else weights
         with np.errstate(divide="ignore", invalid="ignore"):
             alpha0 = np.where(d != 0, np.diff(x_l1, prepend=0.0) / d, 0.0)
-        # alpha = 1 reproduces the data; the box keeps eq. 13 bounded (see the docstring).
-        bound = max(1.0, float(np.max(np.abs(alpha0), initial=0.0)))
         alpha, n_iter = neg_l2_coordinate_descent(
-            values, w, d, alpha0, lam, self.negative_l2, bound, self.max_iter, self.tol)
+            values, w, d, alpha0, lam, self.negative_l2, self.max_iter, self.tol)
         self.n_iter_ = int(n_iter)
         if n_iter >= self.max_iter:
             warnings.warn(f"Coordinate descent on eq. 13 did not converge in "

@@ -284,11 +284,11 @@ def _box_coordinate_min(curv, g, lam1, bound):
 
 
 @njit(cache=True)
-def _neg_l2_cd(y, w, d, alpha, lam1, lam2, bound, max_iter, tol):
+def _neg_l2_cd(y, w, d, alpha, lam1, lam2, bounds, max_iter, tol, ymin, ymax):
     """Cyclic coordinate descent on eq. 13 in the paper's variables, O(m) per sweep.
 
     Objective: sum_i w_i (y_i - (V a)_i)^2 + lam1 ||a||_1 - lam2 ||a||_2^2 with
-    (V a)_i = sum_{j <= i} a_j d_j, over the box |a_j| <= bound. Returns (alpha, n_sweeps).
+    (V a)_i = sum_{j <= i} a_j d_j, over the box |a_j| <= bound_j. Returns (alpha, n_sweeps).
     """
     m = y.shape[0]
     W = np.empty(m)  # suffix sums of weights
@@ -298,6 +298,7 @@ def _neg_l2_cd(y, w, d, alpha, lam1, lam2, bound, max_iter, tol):
         W[i] = acc
     Q = d * d * W  # ||V_j||^2 (weighted)
     x = np.empty(m)
+    scale = max(abs(ymin), abs(ymax), 1e-300)
     for sweep in range(max_iter):
         acc = 0.0
         for i in range(m):
@@ -309,32 +310,40 @@ def _neg_l2_cd(y, w, d, alpha, lam1, lam2, bound, max_iter, tol):
             # T = sum_{i >= j} w_i r_i: coordinates < j are unchanged this sweep, and each
             # update of a coordinate > j was folded in below.
             T += w[j] * (y[j] - x[j])
-            if Q[j] <= 0.0:
+            if Q[j] - lam2 <= 1e-12 * Q[j]:
+                # Eq. 15's denominator is not positive: eq. 13 is unbounded along this
+                # coordinate, so it keeps its current (l1) value.
                 continue
             g = d[j] * T + Q[j] * alpha[j]
-            new = _box_coordinate_min(Q[j] - lam2, g, lam1, bound)
+            new = _box_coordinate_min(Q[j] - lam2, g, lam1, bounds[j])
             delta = new - alpha[j]
             if delta != 0.0:
                 T -= d[j] * delta * W[j]
                 alpha[j] = new
-                if abs(delta) > max_change:
-                    max_change = abs(delta)
-        if max_change <= tol * bound:
+                if abs(delta * d[j]) > max_change:
+                    max_change = abs(delta * d[j])
+        if max_change <= tol * scale:
             return alpha, sweep + 1
     return alpha, max_iter
 
 
-def neg_l2_coordinate_descent(y, w, d, alpha0, lam1, lam2, bound, max_iter=1000, tol=1e-10):
+def neg_l2_coordinate_descent(y, w, d, alpha0, lam1, lam2, max_iter=1000, tol=1e-10):
     """The paper's coordinate descent (eq. 15) for eq. 13, never building V.
 
     Each step minimises eq. 13 exactly along one coordinate within the box
-    ``|alpha_j| <= bound``, so the objective never increases. Without the box eq. 13 is
-    unbounded below as soon as ``lam2`` exceeds the smallest eigenvalue of ``V^T V`` (tiny
-    when two distinct values are close), which is the instability the paper reports.
+    ``|alpha_j d_j| <= 2 max|y|`` (no jump of the reconstruction larger than twice the data's
+    magnitude, which bounds every jump of the data itself), so the objective never
+    increases and the iterates stay bounded. Without the box eq. 13 is unbounded below as
+    soon as ``lam2`` exceeds the smallest eigenvalue of ``V^T V`` (tiny when two distinct
+    values are close), which is the instability the paper reports. Returns
+    ``(alpha, n_sweeps)``; convergence is a largest jump change below ``tol * max|y|``.
     """
     y = np.ascontiguousarray(y, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
     d = np.ascontiguousarray(d, dtype=np.float64)
     alpha = np.array(alpha0, dtype=np.float64)
-    return _neg_l2_cd(y, w, d, alpha, float(lam1), float(lam2), float(bound), int(max_iter),
-                      float(tol))
+    with np.errstate(divide="ignore"):
+        bounds = np.where(d != 0, 2.0 * np.max(np.abs(y)) / np.abs(d), 0.0)
+    alpha = np.clip(alpha, -bounds, bounds)
+    return _neg_l2_cd(y, w, d, alpha, float(lam1), float(lam2), bounds, int(max_iter),
+                      float(tol), float(y.min()), float(y.max()))
