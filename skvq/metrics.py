@@ -102,10 +102,11 @@ def make_rate_distortion_scorer(rate_weight=0.01):
     >>> from skvq import L0LeastSquareQuantizer
     >>> from skvq.metrics import make_rate_distortion_scorer
     >>> X = load_digits().data
-    >>> search = GridSearchCV(L0LeastSquareQuantizer(), {"n_values": [2, 4, 8, 16]},
-    ...                       scoring=make_rate_distortion_scorer(0.01)).fit(X)
+    >>> search = GridSearchCV(L0LeastSquareQuantizer(weighting="count"),
+    ...                       {"n_values": [2, 4, 8, 16]},
+    ...                       scoring=make_rate_distortion_scorer(0.05)).fit(X)
     >>> search.best_params_
-    {'n_values': 8}
+    {'n_values': 4}
     """
     if not rate_weight >= 0:
         raise ValueError(f"rate_weight must be non-negative, got {rate_weight!r}.")
