@@ -276,6 +276,7 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
         target = check_n_values(self.n_values, values.size)
         if target == values.size:  # every value kept: the lossless codebook, lambda -> 0
             self.alpha_ = 0.0
+            self.n_iter_ = 0
             return values
 
         def count(x):
