@@ -71,10 +71,10 @@ for name, (rates, mse) in results.items():
 # The exact l0 solver (optimal 1-D k-means) is the lower envelope: no quantizer with the
 # same number of values does better on the training data. k-means and its least-squares
 # refit (Alg. 3) reach it with up to 4 values and stay within a few percent above; the
-# Gaussian mixture does not minimise the squared error and lags; the l1 penalty merges values by a criterion of its own (the
-# paper's parametrisation ties the first level to 0 and makes jumps between close values
-# expensive), and the raw l1 solution without the least-squares refit is shrunk towards
-# its neighbours, hence the much larger error.
+# Gaussian mixture does not minimise the squared error and lags; the l1 penalty merges
+# values by a criterion of its own (the paper's parametrisation ties the first level to 0
+# and makes jumps between close values expensive), and the raw l1 solution without the
+# least-squares refit is shrunk towards its neighbours, hence the much larger error.
 fig, ax = plt.subplots(figsize=(7, 4.5))
 markers = "osD^vx"
 for (name, (rates, mse)), marker in zip(results.items(), markers):
@@ -90,7 +90,8 @@ fig.tight_layout()
 # %%
 # Where the codebooks sit
 # -----------------------
-# With 4 values, each method's codebook is drawn over the histogram of the pixel values.
+# With 4 values, each method's codebook is drawn over the histogram of the pixel values
+# (one row of markers per method; their height means nothing).
 # With ``weighting="count"`` the l0 solver spends a value on the background (0) and
 # spreads the others over the strokes; the paper's ``weighting="unique"`` treats the 17
 # values alike and places its 4 values evenly, which about doubles the error here.
