@@ -9,10 +9,12 @@ Every quantizer is a scikit-learn transformer:
 - ``bits_per_sample_`` is the rate, in bits per sample (row of ``X``), the same attribute on
   every estimator so that :mod:`skvq.metrics` can trade rate against distortion.
 
-Subclasses implement four private hooks, all of which receive validated arrays:
+Subclasses implement ``fit`` (validating with ``_validate_fit_data``, which returns
+float32/float64, finite, 2-D data and checked ``sample_weight``) and four private hooks:
 
-``_fit(X, sample_weight)``
-    learn the fitted state (``X`` is float32 or float64, finite, 2-D);
+``_n_code_columns()``
+    the number of code columns (``n_features_in_`` for a scalar quantizer, the number of
+    subspaces for a product quantizer);
 ``_encode(X)``
     codes for one batch of rows;
 ``_decode(codes)``
@@ -37,7 +39,7 @@ __all__ = ["BaseQuantizer", "code_dtype"]
 
 
 def code_dtype(n_codes):
-    """Smallest unsigned integer dtype that holds the codes ``0 .. n_codes - 1``.
+    """Smallest unsigned integer dtype that holds the codes ``0`` to ``n_codes - 1``.
 
     Parameters
     ----------
@@ -308,7 +310,7 @@ def check_n_values(n_values, n_distinct, name="n_values"):
             f"{name}={n_values} is larger than the number of distinct values in the data "
             f"({n_distinct}); the codebook holds those {n_distinct} values.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=5,  # the user's call to fit
         )
         return n_distinct
     return int(n_values)

@@ -48,7 +48,7 @@ class KMeansQuantizer(ScalarQuantizer):
 
     Attributes
     ----------
-    codebook_ : ndarray of shape (n_values_,)
+    codebook_ : ndarray of shape (`n_values_`,)
         Sorted codebook values, in the dtype of the training data.
     n_values_ : int
         Number of codebook values.
@@ -58,7 +58,7 @@ class KMeansQuantizer(ScalarQuantizer):
         Lloyd iterations of the best restart.
     n_features_in_ : int
         Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen in ``fit``, when ``X`` has string column names.
 
     See Also
@@ -86,8 +86,7 @@ class KMeansQuantizer(ScalarQuantizer):
         self.random_state = random_state
         self.weighting = weighting
 
-    def _kmeans(self, values, weights):
-        n_values = check_n_values(self.n_values, values.size)
+    def _kmeans(self, values, weights, n_values):
         km = KMeans(n_clusters=n_values, n_init=self.n_init, max_iter=self.max_iter,
                     tol=self.tol, random_state=check_random_state(self.random_state))
         km.fit(values.reshape(-1, 1), sample_weight=weights)
@@ -95,7 +94,8 @@ class KMeansQuantizer(ScalarQuantizer):
         return km
 
     def _fit_codebook(self, values, weights):
-        return self._kmeans(values, weights).cluster_centers_.ravel()
+        n_values = check_n_values(self.n_values, values.size)
+        return self._kmeans(values, weights, n_values).cluster_centers_.ravel()
 
 
 class KMeansLSQuantizer(KMeansQuantizer):
@@ -126,7 +126,7 @@ class KMeansLSQuantizer(KMeansQuantizer):
 
     Attributes
     ----------
-    codebook_ : ndarray of shape (n_values_,)
+    codebook_ : ndarray of shape (`n_values_`,)
         Sorted codebook values, in the dtype of the training data.
     n_values_ : int
         Number of codebook values.
@@ -136,7 +136,7 @@ class KMeansLSQuantizer(KMeansQuantizer):
         Lloyd iterations of the best restart.
     n_features_in_ : int
         Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen in ``fit``, when ``X`` has string column names.
 
     See Also
@@ -163,7 +163,8 @@ class KMeansLSQuantizer(KMeansQuantizer):
     """
 
     def _fit_codebook(self, values, weights):
-        km = self._kmeans(values, weights)
+        n_values = check_n_values(self.n_values, values.size)
+        km = self._kmeans(values, weights, n_values)
         w = np.ones_like(values) if weights is None else weights
         labels = km.labels_
         n_clusters = km.cluster_centers_.shape[0]
@@ -201,7 +202,7 @@ class GaussianMixtureQuantizer(ScalarQuantizer):
 
     Attributes
     ----------
-    codebook_ : ndarray of shape (n_values_,)
+    codebook_ : ndarray of shape (`n_values_`,)
         Sorted codebook values, in the dtype of the training data.
     n_values_ : int
         Number of codebook values.
@@ -211,7 +212,7 @@ class GaussianMixtureQuantizer(ScalarQuantizer):
         EM iterations of the best restart.
     n_features_in_ : int
         Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen in ``fit``, when ``X`` has string column names.
 
     See Also
