@@ -164,12 +164,12 @@ class BaseQuantizer(TransformerMixin, BaseEstimator):
         step = _n_rows_per_batch(self._bytes_per_row())
         for start in range(0, n_samples, step):
             stop = min(start + step, n_samples)
-            rec = self._decode(codes[start:stop])
+            rec = self._decode(codes[start:stop].astype(np.intp, copy=False))
             if out is None:
                 out = np.empty((n_samples,) + rec.shape[1:], dtype=rec.dtype)
             out[start:stop] = rec
         if out is None:  # zero rows
-            out = self._decode(codes)
+            out = self._decode(codes.astype(np.intp))
         return out
 
     def _check_codes(self, codes):
@@ -205,7 +205,8 @@ class BaseQuantizer(TransformerMixin, BaseEstimator):
                     f"codes out of range: expected integers in [0, {cardinality - 1}], "
                     f"got values in [{low}, {high}]."
                 )
-        return codes.astype(np.intp, copy=False)
+        # Cast to intp batch by batch in _inverse_transform: memory stays bounded.
+        return codes
 
     # -- scoring --------------------------------------------------------------------------
     def score(self, X, y=None):
