@@ -27,8 +27,17 @@ def all_estimators():
 
 
 # Expected failures of scikit-learn's common checks: {estimator class name: {check: reason}}.
-# Empty: every estimator passes every check. Add an entry only with the reason it cannot pass.
-EXPECTED_FAILED_CHECKS = {}
+# Add an entry only with the reason the estimator cannot pass.
+_KMEANS_ORDER = (
+    "k-means++ depends on the order of its input, which skvq keeps as the user gave it (so "
+    "that the clustering equals scikit-learn's KMeans with the same random_state); the check "
+    "reorders rows when it repeats them. scikit-learn's KMeans is an expected failure of this "
+    "check for the same reason."
+)
+EXPECTED_FAILED_CHECKS = {
+    "KMeansQuantizer": {"check_sample_weight_equivalence_on_dense_data": _KMEANS_ORDER},
+    "KMeansLSQuantizer": {"check_sample_weight_equivalence_on_dense_data": _KMEANS_ORDER},
+}
 
 
 def expected_failed_checks(estimator):

@@ -137,7 +137,8 @@ def test_dp_never_worse_than_kmeans_and_kmeansls_never_worse_than_kmeans(data):
     X = np.clip(x, 0, 100)[None, :]
     values = np.unique(X)
     for n_values in [2, 5, 16, 40]:
-        ref = KMeans(n_clusters=n_values, n_init=10, random_state=0).fit(values[:, None])
+        # The peer on the user's data, as the user gave it.
+        ref = KMeans(n_clusters=n_values, n_init=10, random_state=0).fit(X.reshape(-1, 1))
         ref_loss = ref.inertia_
         kls = KMeansLSQuantizer(n_values=n_values, random_state=0).fit(X)
         dp = L0LeastSquareQuantizer(n_values=n_values).fit(X)
@@ -150,8 +151,7 @@ def test_dp_never_worse_than_kmeans_and_kmeansls_never_worse_than_kmeans(data):
 def test_kmeans_quantizer_matches_sklearn_kmeans(rng):
     X = rng.normal(size=(30, 4))
     q = KMeansQuantizer(n_values=5, random_state=0).fit(X)
-    ref = KMeans(n_clusters=5, n_init=10, random_state=np.random.RandomState(0))
-    ref.fit(np.unique(X)[:, None])
+    ref = KMeans(n_clusters=5, n_init=10, random_state=0).fit(X.reshape(-1, 1))
     np.testing.assert_allclose(q.codebook_, np.sort(ref.cluster_centers_.ravel()))
 
 

@@ -11,13 +11,24 @@ from ..base import BaseQuantizer
 
 
 def distinct_values(X, sample_weight, weighting):
-    """Sorted distinct values of ``X`` and their weights in the least-squares objective.
+    """Sorted distinct values of ``X``, their weights, and their order of first appearance.
 
     ``weighting="unique"`` gives every distinct value weight 1, as the paper does (it works on
     ``unique(w)``); ``weighting="count"`` weights each value by its multiplicity (times the
     ``sample_weight`` of its row), which minimises the squared error of the whole array.
     Entries of rows with zero ``sample_weight`` are left out, so that integer weights behave
     exactly like repeated rows under both weightings.
+
+    Returns
+    -------
+    values : ndarray of shape (m,)
+        Sorted distinct values.
+    weights : ndarray of shape (m,) or None
+        Their weights (None: all 1).
+    appearance : ndarray of shape (m,)
+        ``values[appearance]`` lists the distinct values in the order they first appear in
+        ``X`` (row-major). Methods whose result depends on the order of their input
+        (k-means' initialisation) use it, so that they see the data as the user gave it.
     """
     values = X.ravel().astype(np.float64, copy=False)
     entry_weight = None
@@ -25,11 +36,12 @@ def distinct_values(X, sample_weight, weighting):
         entry_weight = np.repeat(sample_weight, X.shape[1])
         keep = entry_weight > 0
         values, entry_weight = values[keep], entry_weight[keep]
+    u, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    appearance = np.argsort(first, kind="stable")
     if weighting == "unique":
-        return np.unique(values), None
-    u, inverse = np.unique(values, return_inverse=True)
+        return u, None, appearance
     weights = np.bincount(inverse.ravel(), weights=entry_weight, minlength=u.size)
-    return u, weights
+    return u, weights, appearance
 
 
 def segment_means(y, w, starts):
@@ -43,8 +55,9 @@ def segment_means(y, w, starts):
 class ScalarQuantizer(BaseQuantizer):
     """Base of the scalar quantizers: one sorted codebook shared by every entry of ``X``.
 
-    Subclasses implement ``_fit_codebook(values, weights)`` on the sorted distinct values
-    (``weights`` is ``None`` for the paper's unit weights) and return the codebook values.
+    Subclasses implement ``_fit_codebook(values, weights, appearance)`` on the sorted
+    distinct values (``weights`` is ``None`` for the paper's unit weights; ``appearance``
+    gives their order of first appearance in ``X``) and return the codebook values.
     ``transform`` codes every entry to its nearest codebook value, so a value not seen in
     ``fit`` gets the nearest value too, and re-coding the training data never increases its
     error compared with the assignment the fitting algorithm made.
@@ -74,14 +87,16 @@ class ScalarQuantizer(BaseQuantizer):
             Fitted quantizer.
         """
         X, sample_weight = self._validate_fit_data(X, sample_weight)
-        values, weights = distinct_values(X, sample_weight, self.weighting)
-        codebook = np.unique(np.asarray(self._fit_codebook(values, weights), dtype=np.float64))
+        values, weights, appearance = distinct_values(X, sample_weight, self.weighting)
+        codebook = self._fit_codebook(values, weights, appearance)
+        codebook = np.unique(np.asarray(codebook, dtype=np.float64))
         self.codebook_ = codebook.astype(X.dtype)
         self.n_values_ = int(codebook.size)
         self.bits_per_sample_ = float(self.n_features_in_ * math.log2(self.n_values_))
         return self
 
-    def _fit_codebook(self, values, weights):
+    def _fit_codebook(self, values, weights, appearance):
+        """Codebook values from the sorted distinct ``values`` (see :func:`distinct_values`)."""
         raise NotImplementedError
 
     def _n_code_columns(self):

@@ -86,16 +86,25 @@ class KMeansQuantizer(ScalarQuantizer):
         self.random_state = random_state
         self.weighting = weighting
 
-    def _kmeans(self, values, weights, n_values):
+    def _kmeans(self, values, weights, appearance, n_values):
+        """k-means on the distinct values, fed in their order of appearance in ``X``.
+
+        k-means++ depends on the order of its input: in that order, on data without repeated
+        values, the clustering is exactly scikit-learn's ``KMeans`` with the same
+        ``random_state`` on the entries of ``X``. Returns the labels of the sorted values.
+        """
         km = KMeans(n_clusters=n_values, n_init=self.n_init, max_iter=self.max_iter,
                     tol=self.tol, random_state=check_random_state(self.random_state))
-        km.fit(values.reshape(-1, 1), sample_weight=weights)
+        km.fit(values[appearance].reshape(-1, 1),
+               sample_weight=None if weights is None else weights[appearance])
         self.n_iter_ = int(km.n_iter_)
-        return km
+        labels = np.empty_like(km.labels_)
+        labels[appearance] = km.labels_
+        return km.cluster_centers_.ravel(), labels
 
-    def _fit_codebook(self, values, weights):
+    def _fit_codebook(self, values, weights, appearance):
         n_values = check_n_values(self.n_values, values.size)
-        return self._kmeans(values, weights, n_values).cluster_centers_.ravel()
+        return self._kmeans(values, weights, appearance, n_values)[0]
 
 
 class KMeansLSQuantizer(KMeansQuantizer):
@@ -162,12 +171,11 @@ class KMeansLSQuantizer(KMeansQuantizer):
     array([1.05, 5.1 , 9.05])
     """
 
-    def _fit_codebook(self, values, weights):
+    def _fit_codebook(self, values, weights, appearance):
         n_values = check_n_values(self.n_values, values.size)
-        km = self._kmeans(values, weights, n_values)
+        centers, labels = self._kmeans(values, weights, appearance, n_values)
         w = np.ones_like(values) if weights is None else weights
-        labels = km.labels_
-        n_clusters = km.cluster_centers_.shape[0]
+        n_clusters = centers.size
         sums = np.bincount(labels, weights=w * values, minlength=n_clusters)
         counts = np.bincount(labels, weights=w, minlength=n_clusters)
         return sums[counts > 0] / counts[counts > 0]
@@ -260,8 +268,9 @@ class GaussianMixtureQuantizer(ScalarQuantizer):
         """
         return super().fit(X, y)
 
-    def _fit_codebook(self, values, weights):
+    def _fit_codebook(self, values, weights, appearance):
         n_values = check_n_values(self.n_values, values.size)
+        values, weights = values[appearance], None if weights is None else weights[appearance]
         data = values if weights is None else np.repeat(values, weights.astype(np.int64))
         gmm = GaussianMixture(n_components=n_values, n_init=self.n_init,
                               max_iter=self.max_iter, tol=self.tol,

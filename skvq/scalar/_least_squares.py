@@ -275,7 +275,7 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
                           f"max_iter={self.max_iter} sweeps.", ConvergenceWarning)
         return np.cumsum(alpha * d)
 
-    def _fit_codebook(self, values, weights):
+    def _fit_codebook(self, values, weights, appearance):
         if self.n_values is None:
             self.alpha_ = float(self.alpha)
             return self._solve(values, weights, self.alpha_)
@@ -416,7 +416,7 @@ class L0LeastSquareQuantizer(ScalarQuantizer):
         self.solver = solver
         self.weighting = weighting
 
-    def _fit_codebook(self, values, weights):
+    def _fit_codebook(self, values, weights, appearance):
         n_values = check_n_values(self.n_values, values.size)
         if self.solver == "dp":
             from ._solvers import kmeans_1d_dp
