@@ -1,9 +1,10 @@
-"""Shared pieces of the benchmarks: arguments, timing, the machine line, markdown tables."""
+"""Shared pieces of the benchmarks: arguments, timing, the report header, markdown tables."""
 
 import argparse
 import datetime
 import os
 import platform
+import subprocess
 import sys
 import time
 import warnings
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+NA_L0LEARN = "n/a (l0learn not installed)"
 
 
 def parse_args(description):
@@ -19,22 +21,27 @@ def parse_args(description):
     parser.add_argument("--quick", action="store_true",
                         help="a small, fast smoke run (CI); its numbers are not the results")
     parser.add_argument("--out", default=str(ROOT / "doc" / "benchmarks"),
-                        help="folder for the markdown table and figures (default doc/benchmarks)")
+                        help="folder for the markdown report and figures (default doc/benchmarks)")
     args = parser.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     return args
 
 
 def best_time(fn, repeats=3):
-    """Best wall-clock time of ``repeats`` calls of ``fn`` (and the last result)."""
-    best, result = np.inf, None
+    """Best wall-clock time (``time.perf_counter``) of ``repeats`` calls of ``fn``.
+
+    Returns ``(seconds, result, warned)``: the result of the last call and the sorted names of
+    the warning categories it raised (silenced, but reported in the tables).
+    """
+    best, result, warned = np.inf, None, []
     for _ in range(repeats):
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            start = time.perf_counter()
             result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+            best = min(best, time.perf_counter() - start)
+        warned = sorted({w.category.__name__ for w in caught})
+    return best, result, warned
 
 
 def warm_up():
@@ -49,25 +56,55 @@ def warm_up():
         L1LeastSquareQuantizer(alpha=0.1, negative_l2=1e-4).fit(X)
 
 
-def header(name, args):
-    """Markdown header: the command, the date, the machine and the package versions."""
+def _git_state():
+    """Short commit of the repository, and whether skvq/ differs from it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "skvq"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "an unknown commit"
+    return f"commit {commit}" + (" with uncommitted changes in skvq/" if dirty else "")
+
+
+def header(title, args, repeats, note="after a warm-up that compiles skvq's numba kernels"):
+    """Title and provenance: the exact command, date, machine, package versions, timing rule."""
     import numba
     import scipy
     import sklearn
 
-    command = "python benchmarks/" + name + ".py" + (" --quick" if args.quick else "")
-    cpu = platform.processor() or platform.machine()
+    import skvq
+
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(ROOT)
+    except ValueError:
+        pass
+    command = " ".join(["python", str(script)] + sys.argv[1:])
+    versions = (f"Python {platform.python_version()}, numpy {np.__version__}, scipy "
+                f"{scipy.__version__}, scikit-learn {sklearn.__version__}, numba "
+                f"{numba.__version__}, skvq {skvq.__version__} ({_git_state()})")
+    try:
+        import matplotlib
+        versions += f", matplotlib {matplotlib.__version__}"
+    except ImportError:
+        pass
     lines = [
-        f"Produced by `{command}` on {datetime.date.today().isoformat()}.",
+        f"# {title}",
         "",
-        f"Machine: {platform.platform()}, {cpu}, {os.cpu_count()} CPUs; Python "
-        f"{sys.version.split()[0]}, numpy {np.__version__}, scipy {scipy.__version__}, "
-        f"scikit-learn {sklearn.__version__}, numba {numba.__version__}. Times are the best "
-        "of 3 runs (wall clock) after a warm-up that compiles skvq's numba kernels.",
+        f"Produced by `{command}` (from the repository root) on "
+        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}.",
+        "",
+        f"Machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs. "
+        f"{versions}.",
+        "",
+        f"Times: wall clock (`time.perf_counter`), best of {repeats} run"
+        f"{'s' if repeats > 1 else ''} unless stated, {note}.",
         "",
     ]
     if args.quick:
-        lines += ["**Quick smoke run: not the results.**", ""]
+        lines += ["**Quick smoke run (`--quick`): not the results.**", ""]
     return lines
 
 
@@ -83,8 +120,27 @@ def table(columns, rows, floatfmt="{:.4g}"):
     return out + [""]
 
 
+def verdict(ok):
+    return "**PASS**" if ok else "**FAIL**"
+
+
 def write(path, lines):
-    Path(path).write_text("\n".join(lines) + "\n")
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def savefig(fig, path):
+    fig.savefig(path, dpi=100)
     print(f"wrote {path}")
 
 
