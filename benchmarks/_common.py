@@ -4,6 +4,7 @@ import argparse
 import datetime
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -81,7 +82,9 @@ def header(title, args, repeats, note="after a warm-up that compiles skvq's numb
         script = script.relative_to(ROOT)
     except ValueError:
         pass
-    command = " ".join(["python", str(script)] + sys.argv[1:])
+    python = shutil.which("python")
+    same = python is not None and Path(python).resolve() == Path(sys.executable).resolve()
+    command = " ".join(["python" if same else sys.executable, str(script)] + sys.argv[1:])
     versions = (f"Python {platform.python_version()}, numpy {np.__version__}, scipy "
                 f"{scipy.__version__}, scikit-learn {sklearn.__version__}, numba "
                 f"{numba.__version__}, skvq {skvq.__version__} ({_git_state()})")
