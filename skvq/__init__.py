@@ -5,6 +5,7 @@ Importing skvq never imports torch: the neural quantizers load it when they are 
 
 from . import metrics
 from .base import BaseQuantizer, code_dtype
+from .pq import OPQ, PQ
 from .scalar import (
     GaussianMixtureQuantizer,
     KMeansLSQuantizer,
@@ -22,6 +23,8 @@ __all__ = [
     "KMeansQuantizer",
     "L0LeastSquareQuantizer",
     "L1LeastSquareQuantizer",
+    "OPQ",
+    "PQ",
     "code_dtype",
     "metrics",
 ]

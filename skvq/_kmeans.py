@@ -1,0 +1,134 @@
+"""Lloyd's k-means for vectors, vectorised: the one k-means used by the vector quantizers.
+
+Distances are ``|x|^2 - 2 x.c + |c|^2`` with one BLAS product per batch of rows; centroid
+updates are per-dimension ``bincount``; empty clusters are re-seeded by splitting the
+largest cluster (faiss' rule), so every centroid ends up used when the data allow it.
+"""
+
+import numpy as np
+from sklearn.utils._chunking import get_chunk_n_rows
+
+
+def nearest_centroid(X, centers, center_sq_norms=None, return_distances=False):
+    """Index of the nearest centroid of each row (squared Euclidean), batched.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    centers : ndarray of shape (k, d)
+    center_sq_norms : ndarray of shape (k,) or None
+        ``|c|^2``, if precomputed.
+    return_distances : bool
+        Also return the squared distance to the nearest centroid.
+    """
+    if center_sq_norms is None:
+        center_sq_norms = np.einsum("ij,ij->i", centers, centers)
+    n, k = X.shape[0], centers.shape[0]
+    labels = np.empty(n, dtype=np.intp)
+    dists = np.empty(n, dtype=X.dtype) if return_distances else None
+    step = max(1, get_chunk_n_rows(row_bytes=8 * k))
+    for start in range(0, n, step):
+        batch = X[start:start + step]
+        d = batch @ centers.T
+        d *= -2.0
+        d += center_sq_norms
+        labels[start:start + step] = np.argmin(d, axis=1)
+        if return_distances:
+            best = d[np.arange(batch.shape[0]), labels[start:start + step]]
+            dists[start:start + step] = np.maximum(
+                best + np.einsum("ij,ij->i", batch, batch), 0)
+    return (labels, dists) if return_distances else labels
+
+
+def _kmeans_plusplus(X, k, rng, sq_norms):
+    n = X.shape[0]
+    centers = np.empty((k, X.shape[1]), dtype=X.dtype)
+    first = rng.integers(n)
+    centers[0] = X[first]
+    closest = np.maximum(sq_norms - 2 * X @ X[first] + sq_norms[first], 0)
+    for i in range(1, k):
+        total = closest.sum()
+        if total <= 0:
+            idx = rng.integers(n)
+        else:
+            idx = int(np.searchsorted(np.cumsum(closest), rng.random() * total))
+            idx = min(idx, n - 1)
+        centers[i] = X[idx]
+        dist = np.maximum(sq_norms - 2 * X @ X[idx] + sq_norms[idx], 0)
+        np.minimum(closest, dist, out=closest)
+    return centers
+
+
+def kmeans(X, k, *, max_iter=20, init="k-means++", n_init=1, tol=0.0, rng=None):
+    """Lloyd's k-means.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d), float32 or float64
+    k : int
+        Number of centroids, ``k <= n``.
+    max_iter : int
+        Lloyd iterations.
+    init : {"k-means++", "random"} or ndarray of shape (k, d)
+        k-means++ seeding, ``k`` distinct rows drawn at random (faiss' default), or initial
+        centroids (a warm start; ``n_init`` is then 1).
+    n_init : int
+        Restarts; the run with the lowest inertia is kept.
+    tol : float
+        Stop when the relative decrease of the inertia falls below ``tol`` (0: never early).
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    centers : ndarray of shape (k, d)
+    labels : ndarray of shape (n,)
+    inertia : float
+        Sum of squared distances to the nearest centroid.
+    n_iter : int
+        Iterations of the kept run.
+    """
+    rng = np.random.default_rng() if rng is None else rng
+    n, d = X.shape
+    sq_norms = np.einsum("ij,ij->i", X, X)
+    best = None
+    for _ in range(n_init if isinstance(init, str) else 1):
+        if not isinstance(init, str):
+            centers = np.array(init, dtype=X.dtype)
+        elif init == "k-means++":
+            centers = _kmeans_plusplus(X, k, rng, sq_norms)
+        else:
+            centers = X[rng.choice(n, size=k, replace=False)].copy()
+        prev = np.inf
+        n_iter = 0
+        for n_iter in range(1, max_iter + 1):
+            labels, dists = nearest_centroid(X, centers, return_distances=True)
+            inertia = float(dists.sum(dtype=np.float64))
+            counts = np.bincount(labels, minlength=k)
+            for j in range(d):
+                centers[:, j] = np.bincount(labels, weights=X[:, j], minlength=k)
+            nonempty = counts > 0
+            centers[nonempty] /= counts[nonempty, None]
+            _split_largest(centers, counts, rng)
+            if tol > 0 and prev - inertia <= tol * prev:
+                break
+            prev = inertia
+        labels, dists = nearest_centroid(X, centers, return_distances=True)
+        inertia = float(dists.sum(dtype=np.float64))
+        if best is None or inertia < best[2]:
+            best = (centers, labels, inertia, n_iter)
+    return best
+
+
+def _split_largest(centers, counts, rng):
+    """Re-seed each empty centroid by splitting the largest cluster in two (as faiss does)."""
+    counts = counts.astype(np.float64)
+    for empty in np.flatnonzero(counts == 0):
+        big = int(np.argmax(counts))
+        if counts[big] < 2:
+            break
+        eps = 1.0 / 1024
+        noise = 1 + eps * np.sign(rng.random(centers.shape[1]) - 0.5)
+        centers[empty] = centers[big] * noise
+        centers[big] = centers[big] / noise
+        counts[empty] = counts[big] / 2
+        counts[big] -= counts[empty]
