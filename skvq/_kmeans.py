@@ -26,15 +26,20 @@ def nearest_centroid(X, centers, center_sq_norms=None, return_distances=False):
     n, k = X.shape[0], centers.shape[0]
     labels = np.empty(n, dtype=np.intp)
     dists = np.empty(n, dtype=X.dtype) if return_distances else None
-    step = max(1, get_chunk_n_rows(row_bytes=8 * k))
+    minus_two_ct = (-2.0 * centers.T).astype(X.dtype, copy=False)
+    norms = center_sq_norms.astype(X.dtype, copy=False)
+    # Small batches keep the n x k distance block in cache: one product, one add, one argmin.
+    step = max(1, min(get_chunk_n_rows(row_bytes=8 * k), 4096))
+    buf = np.empty((min(step, n), k), dtype=X.dtype)
     for start in range(0, n, step):
         batch = X[start:start + step]
-        d = batch @ centers.T
-        d *= -2.0
-        d += center_sq_norms
-        labels[start:start + step] = np.argmin(d, axis=1)
+        d = buf[:batch.shape[0]]
+        np.matmul(batch, minus_two_ct, out=d)
+        d += norms
+        lab = np.argmin(d, axis=1)
+        labels[start:start + step] = lab
         if return_distances:
-            best = d[np.arange(batch.shape[0]), labels[start:start + step]]
+            best = d[np.arange(batch.shape[0]), lab]
             dists[start:start + step] = np.maximum(
                 best + np.einsum("ij,ij->i", batch, batch), 0)
     return (labels, dists) if return_distances else labels

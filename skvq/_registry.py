@@ -2,6 +2,7 @@
 
 import importlib.util
 
+from .pq import OPQ, PQ
 from .scalar import (
     GaussianMixtureQuantizer,
     KMeansLSQuantizer,
@@ -30,6 +31,10 @@ QUANTIZERS = {
     "kmeans-ls": (KMeansLSQuantizer, {}, "k-means + least squares (Alg. 3)", None),
     "kmeans": (KMeansQuantizer, {}, "k-means scalar quantization, n_init=10 (baseline)", None),
     "gmm": (GaussianMixtureQuantizer, {}, "Gaussian-mixture quantization (baseline)", None),
+    "pq": (PQ, {}, "product quantization, k-means per subspace", None),
+    "opq": (OPQ, {}, "optimized product quantization (learned rotation, then PQ)", None),
+    "kmeans-vq": (PQ, {"n_subspaces": 1}, "k-means vector quantization (PQ with one subspace)",
+                  None),
 }
 
 

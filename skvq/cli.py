@@ -68,23 +68,39 @@ def _cmd_compare(args, out):
     rows = []
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name} ...", end=" ", file=sys.stderr, flush=True)
-        q = make_quantizer(name, n_values=args.n_values, weighting=args.weighting,
-                           random_state=args.random_state)
+        params = {"n_values": args.n_values, "weighting": args.weighting,
+                  "random_state": args.random_state}
+        if name in ("pq", "opq"):
+            # Vector quantizers at the scalar quantizers' rate: M * 8 bits = D * log2(n_values).
+            params["n_subspaces"] = int(np.clip(round(X.shape[1] * np.log2(args.n_values) / 8),
+                                                1, X.shape[1]))
+        q = make_quantizer(name, **params)
+        if "n_bits" in q.get_params() and X.shape[0] < 2**q.n_bits:
+            q.set_params(n_bits=int(np.log2(X.shape[0])))
         # Warm-up on a few rows so that timings exclude numba's one-off JIT/cache load.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            clone(q).fit(X[:2])
+            try:
+                clone(q).fit(X[:2])
+            except ValueError:  # too few rows for this quantizer: no warm-up needed
+                pass
         start = time.perf_counter()
-        q.fit(X)
+        try:
+            q.fit(X)
+        except ValueError as exc:
+            print(f"skipped: {exc}", file=sys.stderr, flush=True)
+            continue
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
         codes = q.transform(X)
         encode_time = time.perf_counter() - start
         mse = float(np.mean((X - q.inverse_transform(codes)) ** 2))
         print(f"{fit_time:.3f} s", file=sys.stderr, flush=True)
-        rows.append((name, q.n_values_, q.bits_per_sample_, q.bits_per_sample_ / X.shape[1],
+        codebook = (f"{q.n_values_} values" if hasattr(q, "n_values_")
+                    else f"{q.n_subspaces} x {2**q.n_bits}")
+        rows.append((name, codebook, q.bits_per_sample_, q.bits_per_sample_ / X.shape[1],
                      mse, fit_time, encode_time))
-    header = ("method", "values", "bits/sample", "bits/entry", "MSE", "fit s", "encode s")
+    header = ("method", "codebook", "bits/sample", "bits/entry", "MSE", "fit s", "encode s")
     print("| " + " | ".join(header) + " |", file=out)
     print("|" + "---|" * len(header), file=out)
     for name, k, bps, bpe, mse, ft, et in rows:

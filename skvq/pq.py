@@ -202,9 +202,16 @@ class PQ(BaseQuantizer):
         return codes
 
     def _decode(self, codes):
-        out = np.empty((codes.shape[0], self.n_features_in_), dtype=self.codebook_.dtype)
-        for m, lo, hi, centers in self._subspaces():
-            out[:, lo:hi] = centers[codes[:, m]]
+        # One gather from the flattened codebook: row m * K + code of subspace m.
+        n_subspaces, k, width = self.codebook_.shape
+        flat = self.codebook_.reshape(n_subspaces * k, width)
+        offsets = np.arange(n_subspaces, dtype=np.intp) * k
+        out = np.take(flat, codes + offsets, axis=0).reshape(codes.shape[0], -1)
+        if width * n_subspaces != self.n_features_in_:  # uneven split: drop the padding
+            bounds = self.subspace_bounds_
+            keep = np.concatenate([m * width + np.arange(hi - lo) for m, (lo, hi)
+                                   in enumerate(zip(bounds[:-1], bounds[1:]))])
+            out = out[:, keep]
         return out
 
     # -- distances for search over codes ---------------------------------------------------
@@ -296,10 +303,12 @@ class OPQ(BaseQuantizer):
         Bits per subspace code, 1 to 16.
     n_iter : int, default=20
         Outer iterations (rotation update, then codebook refinement).
-    init : {"eigenvalue_allocation", "identity", "random"}, default="eigenvalue_allocation"
-        Initial rotation: Ge et al.'s parametric solution (PCA with eigenvalue allocation),
-        the identity (nanopq), or a random orthogonal matrix (faiss). The default measured
-        best on MNIST (``doc/benchmarks``).
+    init : {"identity", "eigenvalue_allocation", "random"}, default="identity"
+        Initial rotation: the identity (nanopq; the first PQ is then plain PQ, and every
+        later step lowers the training error), Ge et al.'s parametric solution (PCA with
+        eigenvalue allocation), or a random orthogonal matrix (faiss). The identity measured
+        best: training MSE on MNIST (8,000 images, M=8, K=256) 0.048 against 0.063 for
+        eigenvalue allocation; on digits (M=16, K=256) 0.066, 0.187 and 0.745 for random.
     max_iter : int, default=20
         Lloyd iterations of the initial PQ and of the final refinement.
     n_iter_pq : int, default=4
@@ -362,7 +371,7 @@ class OPQ(BaseQuantizer):
         "kmeans_init": [StrOptions({"k-means++", "random"})],
     }
 
-    def __init__(self, n_subspaces=8, n_bits=8, *, n_iter=20, init="eigenvalue_allocation",
+    def __init__(self, n_subspaces=8, n_bits=8, *, n_iter=20, init="identity",
                  max_iter=20, n_iter_pq=4, n_init=1, kmeans_init="k-means++",
                  max_points_per_centroid=None, random_state=None):
         self.n_subspaces = n_subspaces

@@ -1,6 +1,8 @@
 """Every public estimator, in the configurations the common tests run (one table)."""
 
 from skvq import (
+    OPQ,
+    PQ,
     GaussianMixtureQuantizer,
     KMeansLSQuantizer,
     KMeansQuantizer,
@@ -23,7 +25,15 @@ def all_estimators():
         KMeansLSQuantizer(n_init=2),
         KMeansLSQuantizer(n_init=2, weighting="count"),
         GaussianMixtureQuantizer(),
+        PQ(n_subspaces=2, n_bits=2),
+        PQ(n_subspaces=1, n_bits=3, init="random"),
+        OPQ(n_subspaces=2, n_bits=2, n_iter=3),
     ]
+
+
+def scalar_estimators():
+    """The scalar quantizers (one code per entry of X)."""
+    return [e for e in all_estimators() if hasattr(e, "weighting")]
 
 
 # Expected failures of scikit-learn's common checks: {estimator class name: {check: reason}}.

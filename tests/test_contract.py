@@ -27,10 +27,12 @@ from skvq.metrics import (
     reconstruction_mse,
 )
 
-from _estimators import all_estimators
+from _estimators import all_estimators, scalar_estimators
 
 ESTIMATORS = all_estimators()
 IDS = [f"{type(e).__name__}-{i}" for i, e in enumerate(ESTIMATORS)]
+SCALAR = scalar_estimators()
+SCALAR_IDS = [f"{type(e).__name__}-{i}" for i, e in enumerate(SCALAR)]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ def test_code_dtype_rejects_zero():
         code_dtype(0)
 
 
-@pytest.mark.parametrize("est", ESTIMATORS, ids=IDS)
+@pytest.mark.parametrize("est", SCALAR, ids=SCALAR_IDS)
 def test_round_trip_and_rate(est, X):
     q = clone(est).fit(X)
     codes = q.transform(X)
@@ -100,7 +102,7 @@ def test_bad_input(est, X):
         q.transform(np.full_like(X, np.nan))
     codes = q.transform(X)
     with pytest.raises(ValueError, match="out of range"):
-        q.inverse_transform(np.full_like(codes, q.n_values_, dtype=np.int64))
+        q.inverse_transform(np.full_like(codes, q._code_cardinality(), dtype=np.int64))
     with pytest.raises(ValueError, match="out of range"):
         q.inverse_transform(-np.ones_like(codes, dtype=np.int64))
     with pytest.raises(ValueError, match="columns"):
@@ -162,7 +164,9 @@ def test_batches_do_not_change_codes(est, X):
     rec = q.inverse_transform(codes)
     with sklearn.config_context(working_memory=1e-6):  # one row per batch
         np.testing.assert_array_equal(q.transform(X), codes)
-        np.testing.assert_array_equal(q.inverse_transform(codes), rec)
+        # Exact for table look-ups; a rotation (OPQ) is a BLAS product whose last bit may
+        # depend on the batch shape.
+        np.testing.assert_allclose(q.inverse_transform(codes), rec, rtol=1e-12, atol=1e-12)
         assert q.score(X) == pytest.approx(-np.mean((X - rec) ** 2))
 
 
