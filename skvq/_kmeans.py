@@ -9,39 +9,49 @@ import numpy as np
 from sklearn.utils._chunking import get_chunk_n_rows
 
 
-def nearest_centroid(X, centers, center_sq_norms=None, return_distances=False):
+def augment(X):
+    """``[X, 1]``: with centroids augmented as ``[-2 C^T; |C|^2]`` one product gives
+    ``|c|^2 - 2 x.c``, the squared distance up to the constant ``|x|^2``."""
+    out = np.empty((X.shape[0], X.shape[1] + 1), dtype=X.dtype)
+    out[:, :-1] = X
+    out[:, -1] = 1
+    return out
+
+
+def nearest_centroid(X, centers, return_distances=False, augmented=False):
     """Index of the nearest centroid of each row (squared Euclidean), batched.
 
     Parameters
     ----------
-    X : ndarray of shape (n, d)
+    X : ndarray of shape (n, d), or (n, d + 1) from :func:`augment` if ``augmented``
     centers : ndarray of shape (k, d)
-    center_sq_norms : ndarray of shape (k,) or None
-        ``|c|^2``, if precomputed.
     return_distances : bool
         Also return the squared distance to the nearest centroid.
+    augmented : bool
+        ``X`` already carries the column of ones (k-means reuses it across iterations).
     """
-    if center_sq_norms is None:
-        center_sq_norms = np.einsum("ij,ij->i", centers, centers)
     n, k = X.shape[0], centers.shape[0]
+    dtype = X.dtype
+    table = np.empty((centers.shape[1] + 1, k), dtype=dtype)
+    table[:-1] = -2.0 * centers.T
+    table[-1] = np.einsum("ij,ij->i", centers, centers)
     labels = np.empty(n, dtype=np.intp)
-    dists = np.empty(n, dtype=X.dtype) if return_distances else None
-    minus_two_ct = (-2.0 * centers.T).astype(X.dtype, copy=False)
-    norms = center_sq_norms.astype(X.dtype, copy=False)
-    # Small batches keep the n x k distance block in cache: one product, one add, one argmin.
+    dists = np.empty(n, dtype=dtype) if return_distances else None
+    # Small batches keep the distance block in cache: one product, one argmin per batch.
     step = max(1, min(get_chunk_n_rows(row_bytes=8 * k), 4096))
-    buf = np.empty((min(step, n), k), dtype=X.dtype)
+    buf = np.empty((min(step, n), k), dtype=dtype)
     for start in range(0, n, step):
         batch = X[start:start + step]
-        d = buf[:batch.shape[0]]
-        np.matmul(batch, minus_two_ct, out=d)
-        d += norms
+        rows = batch.shape[0]
+        full = batch if augmented else augment(batch)
+        d = buf[:rows]
+        np.matmul(full, table, out=d)
         lab = np.argmin(d, axis=1)
-        labels[start:start + step] = lab
+        labels[start:start + rows] = lab
         if return_distances:
-            best = d[np.arange(batch.shape[0]), lab]
-            dists[start:start + step] = np.maximum(
-                best + np.einsum("ij,ij->i", batch, batch), 0)
+            sub = full[:, :-1]
+            dists[start:start + rows] = np.maximum(
+                d[np.arange(rows), lab] + np.einsum("ij,ij->i", sub, sub), 0)
     return (labels, dists) if return_distances else labels
 
 
@@ -95,6 +105,7 @@ def kmeans(X, k, *, max_iter=20, init="k-means++", n_init=1, tol=0.0, rng=None):
     rng = np.random.default_rng() if rng is None else rng
     n, d = X.shape
     sq_norms = np.einsum("ij,ij->i", X, X)
+    X_aug = augment(X)
     best = None
     for _ in range(n_init if isinstance(init, str) else 1):
         if not isinstance(init, str):
@@ -106,18 +117,23 @@ def kmeans(X, k, *, max_iter=20, init="k-means++", n_init=1, tol=0.0, rng=None):
         prev = np.inf
         n_iter = 0
         for n_iter in range(1, max_iter + 1):
-            labels, dists = nearest_centroid(X, centers, return_distances=True)
-            inertia = float(dists.sum(dtype=np.float64))
+            if tol > 0:
+                labels, dists = nearest_centroid(X_aug, centers, return_distances=True,
+                                                 augmented=True)
+                inertia = float(dists.sum(dtype=np.float64))
+            else:
+                labels = nearest_centroid(X_aug, centers, augmented=True)
             counts = np.bincount(labels, minlength=k)
             for j in range(d):
                 centers[:, j] = np.bincount(labels, weights=X[:, j], minlength=k)
             nonempty = counts > 0
             centers[nonempty] /= counts[nonempty, None]
             _split_largest(centers, counts, rng)
-            if tol > 0 and prev - inertia <= tol * prev:
-                break
-            prev = inertia
-        labels, dists = nearest_centroid(X, centers, return_distances=True)
+            if tol > 0:
+                if prev - inertia <= tol * prev:
+                    break
+                prev = inertia
+        labels, dists = nearest_centroid(X_aug, centers, return_distances=True, augmented=True)
         inertia = float(dists.sum(dtype=np.float64))
         if best is None or inertia < best[2]:
             best = (centers, labels, inertia, n_iter)
