@@ -56,21 +56,30 @@ def nearest_centroid(X, centers, return_distances=False, augmented=False):
 
 
 def _kmeans_plusplus(X, k, rng, sq_norms):
+    """k-means++ seeding: each new centroid drawn with probability proportional to the
+    squared distance to the nearest centroid so far (in place, one matrix-vector product per
+    centroid)."""
     n = X.shape[0]
     centers = np.empty((k, X.shape[1]), dtype=X.dtype)
-    first = rng.integers(n)
-    centers[0] = X[first]
-    closest = np.maximum(sq_norms - 2 * X @ X[first] + sq_norms[first], 0)
-    for i in range(1, k):
-        total = closest.sum()
-        if total <= 0:
-            idx = rng.integers(n)
-        else:
-            idx = int(np.searchsorted(np.cumsum(closest), rng.random() * total))
-            idx = min(idx, n - 1)
+    closest = np.full(n, np.inf, dtype=np.float64)
+    dist = np.empty(n, dtype=X.dtype)
+    idx = int(rng.integers(n))
+    for i in range(k):
         centers[i] = X[idx]
-        dist = np.maximum(sq_norms - 2 * X @ X[idx] + sq_norms[idx], 0)
+        np.matmul(X, X[idx], out=dist)
+        dist *= -2
+        dist += sq_norms
+        dist += sq_norms[idx]
         np.minimum(closest, dist, out=closest)
+        np.maximum(closest, 0, out=closest)
+        if i + 1 == k:
+            break
+        cumulative = np.cumsum(closest)
+        total = cumulative[-1]
+        if total <= 0:
+            idx = int(rng.integers(n))
+        else:
+            idx = min(int(np.searchsorted(cumulative, rng.random() * total)), n - 1)
     return centers
 
 
