@@ -37,7 +37,17 @@ _PQ_PARAMS = {
 }
 
 
-class PQ(BaseQuantizer):
+class _ProductCodes:
+    """Code layout shared by PQ and OPQ: one column per subspace, ``2**n_bits`` values."""
+
+    def _n_code_columns(self):
+        return self.n_subspaces
+
+    def _code_cardinality(self):
+        return 2**self.n_bits
+
+
+class PQ(_ProductCodes, BaseQuantizer):
     """Product quantization (Jégou, Douze and Schmid, 2011).
 
     The features are split into ``n_subspaces`` contiguous blocks; each block is quantized by
@@ -180,12 +190,6 @@ class PQ(BaseQuantizer):
         return self
 
     # -- the contract's hooks --------------------------------------------------------------
-    def _n_code_columns(self):
-        return self.n_subspaces
-
-    def _code_cardinality(self):
-        return 2**self.n_bits
-
     def _bytes_per_row(self):
         return 8 * (self.n_features_in_ + 2**self.n_bits) * 2
 
@@ -285,7 +289,7 @@ def _eigenvalue_allocation(X, bounds):
     return eigvecs[:, [i for bucket in buckets for i in bucket]]
 
 
-class OPQ(BaseQuantizer):
+class OPQ(_ProductCodes, BaseQuantizer):
     """Optimized product quantization (Ge, He, Ke and Sun, 2013/2014).
 
     PQ after an orthogonal rotation ``R`` learned by alternating optimisation (the
@@ -433,12 +437,6 @@ class OPQ(BaseQuantizer):
         self.inertia_ = pq.inertia_
         self.n_iter_ = self.n_iter
         return self
-
-    def _n_code_columns(self):
-        return self.n_subspaces
-
-    def _code_cardinality(self):
-        return 2**self.n_bits
 
     def _bytes_per_row(self):
         return 8 * (2 * self.n_features_in_ + 2**self.n_bits) * 2
