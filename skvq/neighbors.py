@@ -1,0 +1,286 @@
+"""Nearest-neighbour search over product-quantization codes."""
+
+from numbers import Integral
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from sklearn.base import BaseEstimator, _fit_context, clone
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .base import _n_rows_per_batch
+from .pq import PQ
+
+__all__ = ["PQNearestNeighbors"]
+
+
+class PQNearestNeighbors(BaseEstimator):
+    """Nearest neighbours of queries among vectors held only as product-quantization codes.
+
+    ``fit`` trains a clone of ``quantizer`` on the database and keeps its codes, never the
+    vectors (``n_subspaces * n_bits`` bits per vector). ``kneighbors`` returns distances and
+    indices like :class:`sklearn.neighbors.NearestNeighbors`, with Jégou et al.'s distance
+    estimates computed from per-query look-up tables:
+
+    - ``"adc"`` (asymmetric distance computation): the distance from the query itself to each
+      database reconstruction, ``d(x, q(y))^2 = sum_m ||x[m] - c_m(y)||^2``, with the
+      ``(n_subspaces, 2**n_bits)`` table of squared distances from the query's subvectors to
+      the centroids (:meth:`PQ.distance_table`);
+    - ``"sdc"`` (symmetric distance computation): the distance between the reconstructions
+      of the query and of each database vector, ``d(q(x), q(y))^2``, with the table of
+      squared distances between centroids (:meth:`PQ.symmetric_distance_table`).
+
+    Read more in the :ref:`User Guide <pq>`.
+
+    Parameters
+    ----------
+    quantizer : estimator or None, default=None
+        A product quantizer with ``distance_table`` and ``symmetric_distance_table``
+        (:class:`~skvq.PQ` or :class:`~skvq.OPQ`); cloned and fitted on the database in
+        ``fit``. None means ``PQ()``. To train on fewer vectors than the database holds, set
+        the quantizer's ``max_points_per_centroid``.
+    n_neighbors : int, default=5
+        Number of neighbours ``kneighbors`` returns by default.
+    distance : {"adc", "sdc"}, default="adc"
+        Asymmetric (query against reconstructions: more accurate) or symmetric (both sides
+        quantized) distance estimates.
+
+    Attributes
+    ----------
+    quantizer_ : estimator
+        The quantizer fitted on the database.
+    codes_ : ndarray of shape (n_samples_fit_, n_subspaces)
+        Codes of the database vectors, in ``quantizer_``'s code dtype (uint8 up to 8 bits).
+    n_samples_fit_ : int
+        Number of database vectors.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen in ``fit``, when ``X`` has string column names.
+
+    See Also
+    --------
+    sklearn.neighbors.NearestNeighbors : Exact search over the vectors themselves.
+    skvq.PQ : The default quantizer.
+
+    Notes
+    -----
+    Queries are processed in batches whose temporary memory (a few distance arrays of
+    ``n_samples_fit_`` entries per query) stays within scikit-learn's ``working_memory``
+    (see :func:`sklearn.config_context`). The distances of a batch are gathered from its
+    look-up tables with one gather per subspace, and the ``n_neighbors`` smallest are selected
+    by partition, not by a full sort. Equal distances are ordered by database index, so the
+    results do not depend on the batching.
+
+    ``"sdc"`` and ``kneighbors()`` without queries use the table of squared distances between
+    the centroids of every subspace, ``n_subspaces * 4**n_bits`` entries (2 MiB for
+    ``n_subspaces=8, n_bits=8`` in float32): use ``"adc"`` with large ``n_bits``.
+
+    Distances are in the quantizer's float dtype (float32 when it was fitted on float32).
+
+    References
+    ----------
+    H. Jégou, M. Douze and C. Schmid, "Product quantization for nearest neighbor search",
+    IEEE TPAMI 33(1), 2011, Section III.A (eq. 12-13: SDC and ADC).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvq import PQ
+    >>> from skvq.neighbors import PQNearestNeighbors
+    >>> X = np.random.default_rng(0).normal(size=(1000, 16))
+    >>> nn = PQNearestNeighbors(PQ(n_subspaces=4, n_bits=6, random_state=0), n_neighbors=3)
+    >>> nn = nn.fit(X)
+    >>> nn.codes_.shape, nn.codes_.dtype
+    ((1000, 4), dtype('uint8'))
+    >>> distances, indices = nn.kneighbors(X[:2])
+    >>> indices[:, 0]
+    array([0, 1])
+    >>> bool(np.all(np.diff(distances, axis=1) >= 0))
+    True
+    """
+
+    _parameter_constraints = {
+        "quantizer": [HasMethods(["fit", "transform", "distance_table",
+                                  "symmetric_distance_table"]), None],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "distance": [StrOptions({"adc", "sdc"})],
+    }
+
+    def __init__(self, quantizer=None, n_neighbors=5, *, distance="adc"):
+        self.quantizer = quantizer
+        self.n_neighbors = n_neighbors
+        self.distance = distance
+
+    # The quantizer's parameters are validated by its own fit.
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Fit the quantizer on the database ``X`` and keep the codes of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Database vectors (also the quantizer's training data).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            Fitted estimator.
+        """
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        quantizer = PQ() if self.quantizer is None else self.quantizer
+        # Fitted on the validated array: the names, if any, are checked here, not twice.
+        self.quantizer_ = clone(quantizer).fit(X)
+        self.codes_ = self.quantizer_.transform(X)
+        self.n_samples_fit_ = X.shape[0]
+        return self
+
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+        """Find the ``n_neighbors`` nearest database vectors of each query.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features) or None, default=None
+            Query vectors. None queries the database itself: each database vector's code is
+            the query (the vectors are not kept), so the distances are those between
+            reconstructions (SDC) whatever ``distance`` is, and, as in scikit-learn, a vector
+            is not its own neighbour (its index is excluded, not duplicates of it).
+        n_neighbors : int or None, default=None
+            Number of neighbours; None means the ``n_neighbors`` parameter.
+        return_distance : bool, default=True
+            Whether to return the distances.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_queries, n_neighbors)
+            Estimated Euclidean distances, ascending (only if ``return_distance``).
+        indices : ndarray of shape (n_queries, n_neighbors)
+            Database indices of the neighbours; equal distances are ordered by index.
+        """
+        check_is_fitted(self)
+        if n_neighbors is None:
+            n_neighbors = self.n_neighbors
+        elif not isinstance(n_neighbors, Integral) or isinstance(n_neighbors, bool):
+            raise TypeError(f"n_neighbors does not take {type(n_neighbors)} value, enter "
+                            "integer value.")
+        elif n_neighbors <= 0:
+            raise ValueError(f"Expected n_neighbors > 0. Got {n_neighbors}.")
+        n_neighbors = int(n_neighbors)
+        n_fit = self.n_samples_fit_
+        query_is_train = X is None
+        if query_is_train:
+            if n_neighbors >= n_fit:
+                raise ValueError(f"Expected n_neighbors < n_samples_fit, but n_neighbors = "
+                                 f"{n_neighbors}, n_samples_fit = {n_fit} (the queries are "
+                                 "the database, and a vector is not its own neighbour).")
+            n_queries = n_fit
+        else:
+            X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+            if n_neighbors > n_fit:
+                raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = "
+                                 f"{n_neighbors}, n_samples_fit = {n_fit}, "
+                                 f"n_samples = {X.shape[0]}.")
+            n_queries = X.shape[0]
+        symmetric = query_is_train or self.distance == "sdc"
+        sdc_table = self.quantizer_.symmetric_distance_table() if symmetric else None
+
+        distances = indices = None
+        step = _n_rows_per_batch(self._bytes_per_query())
+        for start in range(0, n_queries, step):
+            stop = min(start + step, n_queries)
+            if query_is_train:
+                tables = _symmetric_tables(sdc_table, self.codes_[start:stop])
+            elif symmetric:
+                tables = _symmetric_tables(sdc_table, self.quantizer_.transform(X[start:stop]))
+            else:
+                tables = np.moveaxis(self.quantizer_.distance_table(X[start:stop]), 0, -1)
+            squared = _scan(np.ascontiguousarray(tables), self.codes_)
+            if query_is_train:
+                squared[np.arange(stop - start), np.arange(start, stop)] = np.inf
+            dist, ind = _smallest(squared, n_neighbors)
+            if indices is None:
+                distances = np.empty((n_queries, n_neighbors), dtype=dist.dtype)
+                indices = np.empty((n_queries, n_neighbors), dtype=np.intp)
+            distances[start:stop] = dist
+            indices[start:stop] = ind
+        if return_distance:
+            return np.sqrt(distances, out=distances), indices
+        return indices
+
+    def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
+        """Sparse graph of the ``n_neighbors`` nearest database vectors of each query.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features) or None, default=None
+            Query vectors; None queries the database itself (see :meth:`kneighbors`).
+        n_neighbors : int or None, default=None
+            Number of neighbours; None means the ``n_neighbors`` parameter.
+        mode : {"connectivity", "distance"}, default="connectivity"
+            Ones, or the estimated distances, as the graph's entries.
+
+        Returns
+        -------
+        graph : sparse matrix of shape (n_queries, n_samples_fit_)
+            CSR matrix; row ``i`` holds the neighbours of query ``i``.
+        """
+        check_is_fitted(self)
+        if mode == "connectivity":
+            indices = self.kneighbors(X, n_neighbors, return_distance=False)
+            data = np.ones(indices.size)
+        elif mode == "distance":
+            distances, indices = self.kneighbors(X, n_neighbors)
+            data = distances.ravel()
+        else:
+            raise ValueError(f'Unsupported mode, must be one of "connectivity" or "distance", '
+                             f"but got {mode!r} instead.")
+        n_queries, k = indices.shape
+        indptr = np.arange(0, n_queries * k + 1, k)
+        return csr_matrix((data, indices.ravel(), indptr), shape=(n_queries, self.n_samples_fit_))
+
+    def _bytes_per_query(self):
+        # Per query: the gathered sums, one gather's temporary, the transposed copy and the
+        # partition's copy (n_samples_fit_ entries each) and a mask; two look-up tables.
+        itemsize = np.dtype(self.quantizer_.codebook_.dtype).itemsize
+        n_subspaces, n_centroids = self.quantizer_.codebook_.shape[:2]
+        return (self.n_samples_fit_ * (4 * itemsize + 1)
+                + 2 * n_subspaces * n_centroids * itemsize)
+
+
+def _symmetric_tables(sdc_table, query_codes):
+    """SDC look-up tables of a batch of query codes, laid out (n_subspaces, K, n_queries)."""
+    query_codes = np.asarray(query_codes, dtype=np.intp)
+    return np.stack([sdc_table[m][:, query_codes[:, m]] for m in range(sdc_table.shape[0])])
+
+
+def _scan(tables, codes):
+    """Squared distances of a batch of queries to every database code, shape (n_queries, n).
+
+    ``tables`` is laid out (n_subspaces, K, n_queries), so that each database code gathers a
+    contiguous row of the batch's distances: one gather per subspace, summed in order.
+    """
+    squared = tables[0][codes[:, 0]]
+    for m in range(1, tables.shape[0]):
+        squared += tables[m][codes[:, m]]
+    return np.ascontiguousarray(squared.T)
+
+
+def _smallest(squared, k):
+    """The ``k`` smallest entries of each row and their columns, ordered by (value, column).
+
+    Partition finds each row's k-th smallest value; the entries not above it (usually exactly
+    ``k``) are sorted, ties by column, so that the result never depends on partition's order.
+    """
+    n_rows, n_cols = squared.shape
+    if k < n_cols:
+        kth = np.partition(squared, k - 1, axis=1)[:, k - 1]
+        rows, cols = np.nonzero(squared <= kth[:, None])
+    else:
+        rows, cols = np.divmod(np.arange(n_rows * n_cols), n_cols)
+    values = squared[rows, cols]
+    order = np.lexsort((cols, values, rows))
+    first = np.searchsorted(rows[order], np.arange(n_rows))
+    keep = order[(first[:, None] + np.arange(k)).ravel()]
+    return values[keep].reshape(n_rows, k), cols[keep].reshape(n_rows, k)

@@ -1,0 +1,249 @@
+"""PQNearestNeighbors against brute-force search over the reconstructions."""
+
+import pickle
+
+import numpy as np
+import pytest
+import sklearn
+from sklearn.base import clone
+from sklearn.cluster import KMeans
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.estimator_checks import (
+    check_dataframe_column_names_consistency,
+    check_param_validation,
+    parametrize_with_checks,
+)
+
+from skvq import OPQ, PQ
+from skvq.neighbors import PQNearestNeighbors
+
+QUANTIZERS = [
+    PQ(n_subspaces=3, n_bits=5, random_state=0),
+    PQ(n_subspaces=5, n_bits=4, random_state=0),  # uneven split of 12 features
+    OPQ(n_subspaces=3, n_bits=5, n_iter=3, random_state=0),
+]
+QUANTIZER_IDS = ["PQ", "PQ-uneven", "OPQ"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    scales = np.linspace(0.5, 2.0, 12)
+    return rng.normal(size=(600, 12)) * scales, rng.normal(size=(40, 12)) * scales
+
+
+def _assert_distances_close(actual, expected):
+    """Squared distances equal up to the rounding of ``|a|^2 + |b|^2 - 2 a.b`` in the tables."""
+    np.testing.assert_allclose(actual**2, expected**2, rtol=1e-10, atol=1e-12)
+
+
+def _brute_force(queries, database, k, exclude_self=False):
+    """Exact search: sorted Euclidean distances and indices, equal distances by index."""
+    squared = ((queries[:, None, :] - database[None, :, :]) ** 2).sum(axis=-1)
+    if exclude_self:
+        np.fill_diagonal(squared, np.inf)
+    indices = np.argsort(squared, axis=1, kind="stable")[:, :k]
+    return np.sqrt(np.take_along_axis(squared, indices, axis=1)), indices
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS, ids=QUANTIZER_IDS)
+def test_adc_equals_brute_force_over_reconstructions(quantizer, data):
+    X, Q = data
+    nn = PQNearestNeighbors(quantizer, n_neighbors=10).fit(X)
+    distances, indices = nn.kneighbors(Q)
+    reconstructions = nn.quantizer_.inverse_transform(nn.codes_)
+    expected_distances, expected_indices = _brute_force(Q, reconstructions, 10)
+    np.testing.assert_array_equal(indices, expected_indices)
+    _assert_distances_close(distances, expected_distances)
+    assert distances.dtype == np.float64 and indices.dtype == np.intp
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS, ids=QUANTIZER_IDS)
+def test_sdc_equals_brute_force_between_reconstructions(quantizer, data):
+    X, Q = data
+    nn = PQNearestNeighbors(quantizer, n_neighbors=10, distance="sdc").fit(X)
+    distances, indices = nn.kneighbors(Q)
+    q = nn.quantizer_
+    expected_distances, expected_indices = _brute_force(
+        q.inverse_transform(q.transform(Q)), q.inverse_transform(nn.codes_), 10)
+    np.testing.assert_array_equal(indices, expected_indices)
+    _assert_distances_close(distances, expected_distances)
+
+
+@pytest.mark.parametrize("distance", ["adc", "sdc"])
+@pytest.mark.parametrize("quantizer", QUANTIZERS, ids=QUANTIZER_IDS)
+def test_no_queries_searches_the_database_without_itself(quantizer, distance, data):
+    """X=None: each database code queries the others (distances between reconstructions)."""
+    X, _ = data
+    nn = PQNearestNeighbors(quantizer, n_neighbors=4, distance=distance).fit(X)
+    distances, indices = nn.kneighbors()
+    reconstructions = nn.quantizer_.inverse_transform(nn.codes_)
+    expected_distances, expected_indices = _brute_force(reconstructions, reconstructions, 4,
+                                                        exclude_self=True)
+    np.testing.assert_array_equal(indices, expected_indices)
+    _assert_distances_close(distances, expected_distances)
+    assert not np.any(indices == np.arange(X.shape[0])[:, None])
+
+
+def test_float32_distances(data):
+    X, Q = (a.astype(np.float32) for a in data)
+    nn = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=5, random_state=0), n_neighbors=5).fit(X)
+    distances, indices = nn.kneighbors(Q)
+    assert distances.dtype == np.float32
+    rec = nn.quantizer_.inverse_transform(nn.codes_).astype(np.float64)
+    exact = np.sqrt(((Q[:, None, :].astype(np.float64) - rec[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(distances, np.take_along_axis(exact, indices, axis=1), rtol=1e-4)
+    # The float32 ranking agrees with the exact one up to float32 rounding.
+    np.testing.assert_allclose(distances, np.sort(exact, axis=1)[:, :5], rtol=1e-4)
+
+
+def test_ties_are_ordered_by_index(data):
+    X, Q = data
+    nn = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=4, random_state=0)).fit(np.vstack([X, X]))
+    for distance in ["adc", "sdc"]:
+        distances, indices = nn.set_params(distance=distance).kneighbors(Q, n_neighbors=8)
+        # Every vector is there twice, with the same code: the copies come in index order.
+        assert np.all((np.diff(distances, axis=1) > 0) | (np.diff(indices, axis=1) > 0))
+        assert np.all(np.diff(distances, axis=1) >= 0)
+
+
+def test_all_neighbors_is_a_full_sort(data):
+    X, Q = data
+    X = X[:50]
+    nn = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=3, random_state=0)).fit(X)
+    distances, indices = nn.kneighbors(Q, n_neighbors=50)
+    expected_distances, expected_indices = _brute_force(
+        Q, nn.quantizer_.inverse_transform(nn.codes_), 50)
+    np.testing.assert_array_equal(indices, expected_indices)
+    _assert_distances_close(distances, expected_distances)
+
+
+# A one-query batch is more than a working_memory of 1e-6 MiB: sklearn warns, as it should.
+@pytest.mark.filterwarnings("ignore:Could not adhere to working_memory")
+@pytest.mark.parametrize("distance", ["adc", "sdc"])
+@pytest.mark.parametrize("quantizer", QUANTIZERS, ids=QUANTIZER_IDS)
+def test_batches_do_not_change_results(quantizer, distance, data):
+    X, Q = data
+    nn = PQNearestNeighbors(quantizer, n_neighbors=7, distance=distance).fit(X)
+    distances, indices = nn.kneighbors(Q)
+    self_distances, self_indices = nn.kneighbors()
+    with sklearn.config_context(working_memory=1e-6):  # one query per batch
+        d, i = nn.kneighbors(Q)
+        d_self, i_self = nn.kneighbors()
+    np.testing.assert_array_equal(i, indices)
+    np.testing.assert_array_equal(i_self, self_indices)
+    # Look-up sums are exact; the query's table is a BLAS product whose last bit may depend
+    # on the batch shape.
+    np.testing.assert_allclose(d, distances, rtol=1e-12)
+    np.testing.assert_array_equal(d_self, self_distances)
+
+
+def test_database_is_held_as_codes_only(data):
+    X, _ = data
+    nn = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=5, random_state=0)).fit(X)
+    fitted = {k for k in vars(nn) if k.endswith("_") and not k.startswith("_")}
+    assert fitted == {"quantizer_", "codes_", "n_samples_fit_", "n_features_in_"}
+    assert nn.codes_.shape == (X.shape[0], 3) and nn.codes_.dtype == np.uint8
+    np.testing.assert_array_equal(nn.codes_, nn.quantizer_.transform(X))
+    assert nn.n_samples_fit_ == X.shape[0]
+    # 3 bytes a vector and the codebooks, not 12 floats a vector.
+    assert len(pickle.dumps(nn)) < X.nbytes / 8
+
+
+def test_default_quantizer_is_pq():
+    X = np.random.default_rng(0).normal(size=(300, 16))
+    nn = PQNearestNeighbors().fit(X)
+    assert nn.quantizer is None
+    assert isinstance(nn.quantizer_, PQ)
+    assert nn.quantizer_.get_params() == PQ().get_params()
+    assert nn.codes_.shape == (300, 8)
+
+
+def test_quantizer_is_cloned_and_params_are_nested(data):
+    X, _ = data
+    quantizer = PQ(n_subspaces=3, n_bits=5, random_state=0)
+    nn = PQNearestNeighbors(quantizer).fit(X)
+    assert nn.quantizer_ is not quantizer
+    assert not hasattr(quantizer, "codebook_")
+    assert nn.get_params()["quantizer__n_bits"] == 5
+    nn.set_params(quantizer__n_bits=4).fit(X)
+    assert nn.codes_.max() < 16 and nn.quantizer_.n_bits == 4
+    np.testing.assert_array_equal(clone(nn).fit(X).codes_, nn.codes_)
+
+
+def test_kneighbors_graph(data):
+    X, Q = data
+    nn = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=5, random_state=0), n_neighbors=3).fit(X)
+    distances, indices = nn.kneighbors(Q)
+    graph = nn.kneighbors_graph(Q, mode="distance")
+    assert graph.shape == (Q.shape[0], X.shape[0])
+    dense = graph.toarray()
+    np.testing.assert_array_equal(np.take_along_axis(dense, indices, axis=1), distances)
+    assert np.count_nonzero(dense) == distances.size
+    connectivity = nn.kneighbors_graph(n_neighbors=2)
+    assert connectivity.shape == (X.shape[0], X.shape[0])
+    np.testing.assert_array_equal(connectivity.sum(axis=1), 2)
+    assert connectivity.diagonal().sum() == 0
+    with pytest.raises(ValueError, match="mode"):
+        nn.kneighbors_graph(Q, mode="nope")
+
+
+def test_pickle_round_trip(data):
+    X, Q = data
+    nn = PQNearestNeighbors(OPQ(n_subspaces=3, n_bits=5, n_iter=2, random_state=0)).fit(X)
+    nn2 = pickle.loads(pickle.dumps(nn))
+    for a, b in zip(nn.kneighbors(Q), nn2.kneighbors(Q)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_input(data):
+    X, Q = data
+    nn = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=4, random_state=0))
+    with pytest.raises(NotFittedError):
+        nn.kneighbors(Q)
+    with pytest.raises(NotFittedError):
+        nn.kneighbors_graph(Q)
+    for bad, message in [(np.array([[1.0, np.nan]]), "NaN"), (np.array([[1.0, np.inf]]), "inf"),
+                         (np.empty((0, 12)), "0 sample"), (np.arange(5.0), "2D array")]:
+        with pytest.raises(ValueError, match=message):
+            clone(nn).fit(bad)
+    nn.fit(X)
+    with pytest.raises(ValueError, match="NaN"):
+        nn.kneighbors(np.full_like(Q, np.nan))
+    with pytest.raises(ValueError, match="features"):
+        nn.kneighbors(Q[:, :-1])
+    with pytest.raises(ValueError, match="n_neighbors > 0"):
+        nn.kneighbors(Q, n_neighbors=0)
+    with pytest.raises(TypeError, match="integer"):
+        nn.kneighbors(Q, n_neighbors=2.5)
+    with pytest.raises(ValueError, match="n_neighbors <= n_samples_fit"):
+        nn.kneighbors(Q, n_neighbors=X.shape[0] + 1)
+    with pytest.raises(ValueError, match="n_neighbors < n_samples_fit"):
+        nn.kneighbors(n_neighbors=X.shape[0])
+    assert nn.kneighbors(Q, n_neighbors=X.shape[0])[1].shape == (Q.shape[0], X.shape[0])
+    for params, message in [({"n_neighbors": 0}, "n_neighbors"), ({"distance": "l2"}, "distance"),
+                            ({"quantizer": KMeans()}, "quantizer")]:
+        with pytest.raises(ValueError, match=message):
+            clone(nn).set_params(**params).fit(X)
+
+
+# Expected failures of scikit-learn's common checks, each with its reason (none so far).
+EXPECTED_FAILED_CHECKS = {}
+CHECKED = [
+    PQNearestNeighbors(PQ(n_subspaces=2, n_bits=2)),
+    PQNearestNeighbors(OPQ(n_subspaces=2, n_bits=2, n_iter=2), n_neighbors=3, distance="sdc"),
+]
+
+
+@parametrize_with_checks(CHECKED, expected_failed_checks=lambda e: EXPECTED_FAILED_CHECKS)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.parametrize("estimator", CHECKED, ids=["PQ", "OPQ-sdc"])
+@pytest.mark.parametrize("check", [check_param_validation,
+                                   check_dataframe_column_names_consistency],
+                         ids=lambda c: c.__name__)
+def test_extra_checks(estimator, check):
+    pytest.importorskip("pandas")
+    check(type(estimator).__name__, estimator)
