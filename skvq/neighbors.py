@@ -132,7 +132,7 @@ class PQNearestNeighbors(BaseEstimator):
         X = validate_data(self, X, dtype=[np.float64, np.float32])
         quantizer = PQ() if self.quantizer is None else self.quantizer
         # Fitted on the validated array: the names, if any, are checked here, not twice.
-        self.quantizer_ = clone(quantizer).fit(X)
+        self.quantizer_ = clone(quantizer).fit(X, y)
         self.codes_ = self.quantizer_.transform(X)
         self.n_samples_fit_ = X.shape[0]
         return self
@@ -186,8 +186,9 @@ class PQNearestNeighbors(BaseEstimator):
         symmetric = query_is_train or self.distance == "sdc"
         sdc_table = self.quantizer_.symmetric_distance_table() if symmetric else None
 
-        distances = indices = None
-        step = _n_rows_per_batch(self._bytes_per_query())
+        distances = np.empty((n_queries, n_neighbors), dtype=self.quantizer_.codebook_.dtype)
+        indices = np.empty((n_queries, n_neighbors), dtype=np.intp)
+        step = min(_n_rows_per_batch(self._bytes_per_query()), _MAX_QUERIES_PER_BATCH)
         for start in range(0, n_queries, step):
             stop = min(start + step, n_queries)
             if query_is_train:
@@ -196,15 +197,10 @@ class PQNearestNeighbors(BaseEstimator):
                 tables = _symmetric_tables(sdc_table, self.quantizer_.transform(X[start:stop]))
             else:
                 tables = np.moveaxis(self.quantizer_.distance_table(X[start:stop]), 0, -1)
-            squared = _scan(np.ascontiguousarray(tables), self.codes_)
+            squared = _scan(np.ascontiguousarray(tables, dtype=distances.dtype), self.codes_)
             if query_is_train:
                 squared[np.arange(stop - start), np.arange(start, stop)] = np.inf
-            dist, ind = _smallest(squared, n_neighbors)
-            if indices is None:
-                distances = np.empty((n_queries, n_neighbors), dtype=dist.dtype)
-                indices = np.empty((n_queries, n_neighbors), dtype=np.intp)
-            distances[start:stop] = dist
-            indices[start:stop] = ind
+            distances[start:stop], indices[start:stop] = _smallest(squared, n_neighbors)
         if return_distance:
             return np.sqrt(distances, out=distances), indices
         return indices
@@ -241,12 +237,19 @@ class PQNearestNeighbors(BaseEstimator):
         return csr_matrix((data, indices.ravel(), indptr), shape=(n_queries, self.n_samples_fit_))
 
     def _bytes_per_query(self):
-        # Per query: the gathered sums, one gather's temporary, the transposed copy and the
-        # partition's copy (n_samples_fit_ entries each) and a mask; two look-up tables.
+        # Per query: its distances to the database, the partition's copy of them and a mask;
+        # its look-up tables.
         itemsize = np.dtype(self.quantizer_.codebook_.dtype).itemsize
         n_subspaces, n_centroids = self.quantizer_.codebook_.shape[:2]
-        return (self.n_samples_fit_ * (4 * itemsize + 1)
+        return (self.n_samples_fit_ * (2 * itemsize + 1)
                 + 2 * n_subspaces * n_centroids * itemsize)
+
+
+# Cache-sized work (measured on 100,000 x 128 vectors, 8 subspaces of 256 centroids): at most
+# 64 queries a batch, so that the tables of a subspace stay in cache, and database chunks whose
+# distances for the batch fill about 256 KiB. Larger blocks run 2-3 times slower.
+_MAX_QUERIES_PER_BATCH = 64
+_SCAN_CHUNK_BYTES = 2**18
 
 
 def _symmetric_tables(sdc_table, query_codes):
@@ -259,12 +262,22 @@ def _scan(tables, codes):
     """Squared distances of a batch of queries to every database code, shape (n_queries, n).
 
     ``tables`` is laid out (n_subspaces, K, n_queries), so that each database code gathers a
-    contiguous row of the batch's distances: one gather per subspace, summed in order.
+    contiguous row of the batch's distances: one gather per subspace, summed in order, over
+    database chunks small enough for the sums to stay in cache.
     """
-    squared = tables[0][codes[:, 0]]
-    for m in range(1, tables.shape[0]):
-        squared += tables[m][codes[:, m]]
-    return np.ascontiguousarray(squared.T)
+    n_subspaces, _, n_queries = tables.shape
+    n = codes.shape[0]
+    out = np.empty((n_queries, n), dtype=tables.dtype)
+    step = max(256, _SCAN_CHUNK_BYTES // (n_queries * tables.itemsize))
+    buffer = np.empty((min(step, n), n_queries), dtype=tables.dtype)
+    for start in range(0, n, step):
+        chunk = codes[start:start + step]
+        squared = buffer[:chunk.shape[0]]
+        np.take(tables[0], chunk[:, 0], axis=0, out=squared)
+        for m in range(1, n_subspaces):
+            squared += tables[m][chunk[:, m]]
+        out[:, start:start + chunk.shape[0]] = squared.T
+    return out
 
 
 def _smallest(squared, k):
@@ -276,7 +289,7 @@ def _smallest(squared, k):
     n_rows, n_cols = squared.shape
     if k < n_cols:
         kth = np.partition(squared, k - 1, axis=1)[:, k - 1]
-        rows, cols = np.nonzero(squared <= kth[:, None])
+        rows, cols = np.divmod(np.flatnonzero(squared <= kth[:, None]), n_cols)
     else:
         rows, cols = np.divmod(np.arange(n_rows * n_cols), n_cols)
     values = squared[rows, cols]
