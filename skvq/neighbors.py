@@ -38,7 +38,9 @@ class PQNearestNeighbors(BaseEstimator):
         A product quantizer with ``distance_table`` and ``symmetric_distance_table``
         (:class:`~skvq.PQ` or :class:`~skvq.OPQ`); cloned and fitted on the database in
         ``fit``. None means ``PQ()``. To train on fewer vectors than the database holds, set
-        the quantizer's ``max_points_per_centroid``.
+        the quantizer's ``max_points_per_centroid``; to search with a quantizer fitted
+        elsewhere (for example one imported by :func:`skvq.interop.from_faiss`), wrap it in
+        :class:`sklearn.frozen.FrozenEstimator`, which ``fit`` neither clones nor refits.
     n_neighbors : int, default=5
         Number of neighbours ``kneighbors`` returns by default.
     distance : {"adc", "sdc"}, default="adc"
@@ -65,9 +67,9 @@ class PQNearestNeighbors(BaseEstimator):
 
     Notes
     -----
-    Queries are processed in batches whose temporary memory (a few distance arrays of
-    ``n_samples_fit_`` entries per query) stays within scikit-learn's ``working_memory``
-    (see :func:`sklearn.config_context`). The distances of a batch are gathered from its
+    Queries are processed in batches of at most 64 whose temporary memory (a few distance
+    arrays of ``n_samples_fit_`` entries per query) stays within scikit-learn's
+    ``working_memory`` (see :func:`sklearn.config_context`). The distances of a batch are gathered from its
     look-up tables with one gather per subspace, and the ``n_neighbors`` smallest are selected
     by partition, not by a full sort. Equal distances are ordered by database index, so the
     results do not depend on the batching.

@@ -8,6 +8,7 @@ import sklearn
 from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
 from sklearn.utils.estimator_checks import (
     check_dataframe_column_names_consistency,
     check_param_validation,
@@ -169,6 +170,19 @@ def test_quantizer_is_cloned_and_params_are_nested(data):
     nn.set_params(quantizer__n_bits=4).fit(X)
     assert nn.codes_.max() < 16 and nn.quantizer_.n_bits == 4
     np.testing.assert_array_equal(clone(nn).fit(X).codes_, nn.codes_)
+
+
+def test_frozen_quantizer_is_used_as_fitted(data):
+    X, Q = data
+    quantizer = PQ(n_subspaces=3, n_bits=5, random_state=0).fit(X[:200])
+    nn = PQNearestNeighbors(FrozenEstimator(quantizer), n_neighbors=4).fit(X)
+    assert nn.quantizer_.estimator is quantizer
+    np.testing.assert_array_equal(nn.codes_, quantizer.transform(X))
+    distances, indices = nn.kneighbors(Q)
+    expected_distances, expected_indices = _brute_force(
+        Q, quantizer.inverse_transform(quantizer.transform(X)), 4)
+    np.testing.assert_array_equal(indices, expected_indices)
+    _assert_distances_close(distances, expected_distances)
 
 
 def test_kneighbors_graph(data):
