@@ -288,17 +288,21 @@ def _scan(tables, codes):
 def _smallest(squared, k):
     """The ``k`` smallest entries of each row and their columns, ordered by (value, column).
 
-    Partition finds each row's k-th smallest value; the entries not above it (usually exactly
-    ``k``) are sorted, ties by column, so that the result never depends on partition's order.
+    Partition finds each row's k-th smallest value; the entries below it and, where several
+    equal it, the first of those by column make exactly ``k`` a row, so that the result never
+    depends on partition's order and memory stays bounded however many ties there are.
     """
     n_rows, n_cols = squared.shape
     if k < n_cols:
-        kth = np.partition(squared, k - 1, axis=1)[:, k - 1]
-        rows, cols = np.divmod(np.flatnonzero(squared <= kth[:, None]), n_cols)
+        kth = np.partition(squared, k - 1, axis=1)[:, k - 1:k]
+        keep = squared <= kth
+        if np.count_nonzero(keep) > n_rows * k:  # ties at the k-th value in some rows
+            for i in np.flatnonzero(np.count_nonzero(keep, axis=1) > k):
+                n_below = np.count_nonzero(squared[i] < kth[i])
+                keep[i, np.flatnonzero(squared[i] == kth[i])[k - n_below:]] = False
+        cols = np.flatnonzero(keep).reshape(n_rows, k) % n_cols
     else:
-        rows, cols = np.divmod(np.arange(n_rows * n_cols), n_cols)
-    values = squared[rows, cols]
-    order = np.lexsort((cols, values, rows))
-    first = np.searchsorted(rows[order], np.arange(n_rows))
-    keep = order[(first[:, None] + np.arange(k)).ravel()]
-    return values[keep].reshape(n_rows, k), cols[keep].reshape(n_rows, k)
+        cols = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
+    values = np.take_along_axis(squared, cols, axis=1)
+    order = np.argsort(values, axis=1, kind="stable")  # columns ascend: ties by column
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(cols, order, axis=1)

@@ -16,7 +16,7 @@ from sklearn.utils.estimator_checks import (
 )
 
 from skvq import OPQ, PQ
-from skvq.neighbors import PQNearestNeighbors
+from skvq.neighbors import PQNearestNeighbors, _smallest
 
 QUANTIZERS = [
     PQ(n_subspaces=3, n_bits=5, random_state=0),
@@ -102,10 +102,31 @@ def test_ties_are_ordered_by_index(data):
     X, Q = data
     nn = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=4, random_state=0)).fit(np.vstack([X, X]))
     for distance in ["adc", "sdc"]:
-        distances, indices = nn.set_params(distance=distance).kneighbors(Q, n_neighbors=8)
-        # Every vector is there twice, with the same code: the copies come in index order.
+        # Every vector is there twice, with the same code: the copies come in index order, and
+        # an odd n_neighbors splits a pair at the boundary.
+        distances, indices = nn.set_params(distance=distance).kneighbors(Q, n_neighbors=7)
         assert np.all((np.diff(distances, axis=1) > 0) | (np.diff(indices, axis=1) > 0))
         assert np.all(np.diff(distances, axis=1) >= 0)
+
+
+def test_smallest_against_lexsort():
+    """Top-k selection on values with many ties equals a full (value, index) sort."""
+    rng = np.random.default_rng(0)
+    squared = rng.integers(0, 4, size=(30, 200)).astype(np.float64)
+    squared[3] = 1.0  # a row of equal values
+    for k in [1, 5, 60, 199, 200]:
+        values, cols = _smallest(squared, k)
+        expected = np.array([np.lexsort((np.arange(200), row))[:k] for row in squared])
+        np.testing.assert_array_equal(cols, expected)
+        np.testing.assert_array_equal(values, np.take_along_axis(squared, expected, axis=1))
+
+
+def test_identical_database_vectors():
+    X = np.vstack([np.zeros((300, 4)), np.random.default_rng(0).normal(size=(40, 4))])
+    nn = PQNearestNeighbors(PQ(n_subspaces=2, n_bits=3, random_state=0), n_neighbors=5).fit(X)
+    distances, indices = nn.kneighbors(np.zeros((2, 4)))
+    np.testing.assert_array_equal(indices, [[0, 1, 2, 3, 4]] * 2)
+    np.testing.assert_array_equal(nn.kneighbors(n_neighbors=3)[1][:2], [[1, 2, 3], [0, 2, 3]])
 
 
 def test_all_neighbors_is_a_full_sort(data):
