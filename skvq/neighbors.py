@@ -165,12 +165,12 @@ class PQNearestNeighbors(BaseEstimator):
             Database indices of the neighbours; equal distances are ordered by index.
         """
         check_is_fitted(self)
-        if n_neighbors is None:
+        if n_neighbors is None:  # the parameter, possibly set after fit
             n_neighbors = self.n_neighbors
-        elif not isinstance(n_neighbors, Integral) or isinstance(n_neighbors, bool):
+        if not isinstance(n_neighbors, Integral) or isinstance(n_neighbors, bool):
             raise TypeError(f"n_neighbors does not take {type(n_neighbors)} value, enter "
                             "integer value.")
-        elif n_neighbors <= 0:
+        if n_neighbors <= 0:
             raise ValueError(f"Expected n_neighbors > 0. Got {n_neighbors}.")
         n_neighbors = int(n_neighbors)
         n_fit = self.n_samples_fit_

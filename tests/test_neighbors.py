@@ -251,6 +251,8 @@ def test_bad_input(data):
         nn.kneighbors(Q, n_neighbors=0)
     with pytest.raises(TypeError, match="integer"):
         nn.kneighbors(Q, n_neighbors=2.5)
+    with pytest.raises(ValueError, match="n_neighbors > 0"):
+        clone(nn).fit(X).set_params(n_neighbors=0).kneighbors(Q)
     with pytest.raises(ValueError, match="n_neighbors <= n_samples_fit"):
         nn.kneighbors(Q, n_neighbors=X.shape[0] + 1)
     with pytest.raises(ValueError, match="n_neighbors < n_samples_fit"):
