@@ -264,6 +264,7 @@ class PQ(_ProductCodes, BaseQuantizer):
         for m, _, _, centers in self._subspaces():
             norms = np.einsum("ij,ij->i", centers, centers)
             table[m] = np.maximum(norms[:, None] + norms[None, :] - 2 * centers @ centers.T, 0)
+            np.fill_diagonal(table[m], 0)  # exact zero for identical codes, not rounding
         return table
 
 
