@@ -295,13 +295,13 @@ def plot(results, best, kmeans, ls, names, mean_test, out):
     styles = {"skvq PQ": ("C0", "o", "-"), "skvq OPQ": ("C1", "s", "-"),
               "faiss PQ": ("C0", "o", ":"), "faiss OPQ": ("C1", "s", ":"),
               "nanopq PQ": ("C0", "o", "--"), "nanopq OPQ": ("C1", "s", "--")}
+    # A code length a method cannot split (faiss and nanopq at L=15) breaks its line.
     for name in names:
-        xs = [L for L in ls if (L, name) in best]
         color, marker, ls_ = styles[name]
-        ax.plot(xs, [best[L, name][2] for L in xs], color=color, marker=marker, ls=ls_,
-                label=f"{name} (best split)")
-    xs = [L for L in ls if isinstance(kmeans[L], tuple)]
-    ax.plot(xs, [kmeans[L][1] for L in xs], color="C2", marker="D", label="k-means (PQ, M=1)")
+        ax.plot(ls, [best[L, name][2] if (L, name) in best else np.nan for L in ls],
+                color=color, marker=marker, ls=ls_, label=f"{name} (best split)")
+    ax.plot(ls, [kmeans[L][1] if isinstance(kmeans[L], tuple) else np.nan for L in ls],
+            color="C2", marker="D", label="k-means (PQ, M=1)")
     for (paper_name, (_, test)), color in zip(PAPER.items(), ["C3", "C1", "C0", "C2"]):
         xs = [L for L, v in zip(ls, test) if v is not None]
         ax.plot(xs, [v for v in test if v is not None], color=color, marker="x", ls="-.",
