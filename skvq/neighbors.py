@@ -51,7 +51,7 @@ class PQNearestNeighbors(BaseEstimator):
     ----------
     quantizer_ : estimator
         The quantizer fitted on the database.
-    codes_ : ndarray of shape (n_samples_fit_, n_subspaces)
+    codes_ : ndarray of shape (n_samples_fit, n_subspaces)
         Codes of the database vectors, in ``quantizer_``'s code dtype (uint8 up to 8 bits).
     n_samples_fit_ : int
         Number of database vectors.
@@ -224,7 +224,7 @@ class PQNearestNeighbors(BaseEstimator):
 
         Returns
         -------
-        graph : sparse matrix of shape (n_queries, n_samples_fit_)
+        graph : sparse matrix of shape (n_queries, n_samples_fit)
             CSR matrix; row ``i`` holds the neighbours of query ``i``.
         """
         check_is_fitted(self)
