@@ -1,0 +1,783 @@
+"""Autoencoders with a quantization bottleneck: SCQ (Gautam et al., 2023) and its VQ baselines.
+
+:class:`VQAutoencoder` trains an encoder, a quantization bottleneck and a decoder end to end
+(the paper's eq. 4: reconstruction loss plus the bottleneck's own loss) and exposes them as
+an skvq quantizer: ``transform`` gives the hard codes of every latent position,
+``inverse_transform`` decodes them. ``bottleneck`` picks the quantizer among SCQ and the
+baselines of the paper's Table 1; :class:`SCQ` is ``VQAutoencoder(bottleneck="scq")`` with
+SCQ's parameters spelled out.
+
+The estimators are plain scikit-learn estimators that build a skorch ``NeuralNet`` inside
+``fit`` (composition, not inheritance). This module imports torch and skorch: it is loaded
+lazily by :mod:`skvq.neural`.
+"""
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNet
+from torch import nn
+
+from ..base import BaseQuantizer, _n_rows_per_batch
+from ._torch_utils import resolve_device, seed_everything
+from ._vq_baselines import AffineVQ, GumbelVQ, ResidualVQ, VectorQuantize
+
+__all__ = ["SCQ", "VQAutoencoder", "make_bottleneck"]
+
+BOTTLENECKS = ("scq", "vq", "vq_replace", "vq_affine", "vq_replace_affine", "gumbel", "rvq")
+
+# Usage threshold of the dead-code replacement rows ("+ Rep"): a codeword used less than
+# once per batch on average is reset (vector-quantize-pytorch's examples use 1 to 2).
+_DEAD_CODE_THRESHOLD = 1.0
+
+
+def make_bottleneck(name, dim, codebook_size, image_fmap=False, commitment_weight=0.25,
+                    **params):
+    """A bottleneck module by name (one row of the SCQ paper's Table 1).
+
+    Parameters
+    ----------
+    name : {"scq", "vq", "vq_replace", "vq_affine", "vq_replace_affine", "gumbel", "rvq"}
+        ``"scq"``: :class:`~skvq.neural.SoftConvexQuantizer`; ``"vq"``: VQ-VAE (STE and
+        eq. 5); ``"vq_replace"``: VQ with dead-code replacement; ``"vq_affine"``: VQ with an
+        affine codebook and alternating optimization (Huh et al., 2023);
+        ``"vq_replace_affine"``: both; ``"gumbel"``: Gumbel-softmax VQ; ``"rvq"``: residual
+        VQ (two stages unless ``num_quantizers`` is given).
+    dim : int
+        Latent vector length.
+    codebook_size : int
+        Codewords ``K`` (per stage for ``"rvq"``).
+    image_fmap : bool, default=False
+        The bottleneck receives ``(N, dim, H, W)`` feature maps.
+    commitment_weight : float, default=0.25
+        :math:`\\beta` of eq. (5), for the bottlenecks that have it (all but ``"gumbel"``;
+        ``"scq"`` receives it when its layer accepts a ``commitment_weight``).
+    **params
+        Further keyword arguments of the bottleneck's constructor (``alpha`` and ``solver``
+        for SCQ, ``temperature`` for Gumbel, ``num_quantizers`` for RVQ, ...).
+
+    Returns
+    -------
+    bottleneck : Bottleneck
+    """
+    vq = {"commitment_weight": commitment_weight}
+    replace = {"threshold_ema_dead_code": _DEAD_CODE_THRESHOLD}
+    if name == "scq":
+        from ._scq_layer import SoftConvexQuantizer
+
+        import inspect
+
+        accepted = inspect.signature(SoftConvexQuantizer.__init__).parameters
+        if "commitment_weight" in accepted:
+            params = {"commitment_weight": commitment_weight, **params}
+        return SoftConvexQuantizer(dim, codebook_size, image_fmap=image_fmap, **params)
+    if name == "vq":
+        return VectorQuantize(dim, codebook_size, image_fmap=image_fmap, **{**vq, **params})
+    if name == "vq_replace":
+        return VectorQuantize(dim, codebook_size, image_fmap=image_fmap,
+                              **{**vq, **replace, **params})
+    if name == "vq_affine":
+        return AffineVQ(dim, codebook_size, image_fmap=image_fmap, **{**vq, **params})
+    if name == "vq_replace_affine":
+        return AffineVQ(dim, codebook_size, image_fmap=image_fmap,
+                        **{**vq, **replace, **params})
+    if name == "gumbel":
+        return GumbelVQ(dim, codebook_size, image_fmap=image_fmap, **params)
+    if name == "rvq":
+        return ResidualVQ(dim, codebook_size, image_fmap=image_fmap, **{**vq, **params})
+    raise ValueError(f"bottleneck must be one of {BOTTLENECKS}, got {name!r}.")
+
+
+def _n_codes(bottleneck):
+    return int(getattr(bottleneck, "n_codes", bottleneck.codebook_size))
+
+
+# -- torch modules ------------------------------------------------------------------------
+class MLPEncoder(nn.Module):
+    """``Linear -> ReLU`` twice, then a linear map to ``n_latents`` vectors of ``dim``."""
+
+    def __init__(self, n_features, hidden_size, dim, n_latents):
+        super().__init__()
+        self.n_latents, self.dim = int(n_latents), int(dim)
+        self.net = nn.Sequential(
+            nn.Linear(n_features, hidden_size), nn.ReLU(),
+            nn.Linear(hidden_size, hidden_size), nn.ReLU(),
+            nn.Linear(hidden_size, self.n_latents * self.dim))
+
+    def forward(self, x):
+        return self.net(x).reshape(x.shape[0], self.n_latents, self.dim)
+
+
+class MLPDecoder(nn.Module):
+    """The mirror of :class:`MLPEncoder`: ``(N, n_latents, dim) -> (N, n_features)``."""
+
+    def __init__(self, n_features, hidden_size, dim, n_latents):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(int(n_latents) * int(dim), hidden_size), nn.ReLU(),
+            nn.Linear(hidden_size, hidden_size), nn.ReLU(),
+            nn.Linear(hidden_size, n_features))
+
+    def forward(self, z):
+        return self.net(z.reshape(z.shape[0], -1))
+
+
+class ConvEncoder(nn.Module):
+    """``n_downsample`` strided ``4x4`` convolutions (each halves H and W), a ``3x3``
+    convolution and a ``1x1`` projection to ``dim`` channels (a small VQ-VAE encoder)."""
+
+    def __init__(self, image_shape, hidden_size, dim, n_downsample):
+        super().__init__()
+        self.image_shape = tuple(int(s) for s in image_shape)
+        channels = self.image_shape[0]
+        layers = []
+        for _ in range(n_downsample):
+            layers += [nn.Conv2d(channels, hidden_size, 4, stride=2, padding=1), nn.ReLU()]
+            channels = hidden_size
+        layers += [nn.Conv2d(channels, hidden_size, 3, padding=1), nn.ReLU(),
+                   nn.Conv2d(hidden_size, dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x.reshape(x.shape[0], *self.image_shape))
+
+
+class ConvDecoder(nn.Module):
+    """The mirror of :class:`ConvEncoder`: a ``3x3`` convolution, then ``n_downsample``
+    transposed ``4x4`` convolutions back to the image; returns flat images."""
+
+    def __init__(self, image_shape, hidden_size, dim, n_downsample):
+        super().__init__()
+        image_shape = tuple(int(s) for s in image_shape)
+        layers = [nn.Conv2d(dim, hidden_size, 3, padding=1), nn.ReLU()]
+        for i in range(n_downsample):
+            last = i == n_downsample - 1
+            out = image_shape[0] if last else hidden_size
+            layers.append(nn.ConvTranspose2d(hidden_size, out, 4, stride=2, padding=1))
+            if not last:
+                layers.append(nn.ReLU())
+        if n_downsample == 0:
+            layers.append(nn.Conv2d(hidden_size, image_shape[0], 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):
+        out = self.net(z)
+        return out.reshape(out.shape[0], -1)
+
+
+class QuantizedAutoencoder(nn.Module):
+    """Encoder, bottleneck, decoder; ``forward`` returns ``(reconstruction, bottleneck
+    loss)``, what :class:`_AutoencoderNet`'s loss expects."""
+
+    def __init__(self, encoder, bottleneck, decoder):
+        super().__init__()
+        self.encoder = encoder
+        self.bottleneck = bottleneck
+        self.decoder = decoder
+
+    def forward(self, x):
+        out = self.bottleneck(self.encoder(x))
+        return self.decoder(out.quantized), out.loss
+
+
+class _AutoencoderNet(NeuralNet):
+    """skorch net whose loss is the reconstruction MSE plus the bottleneck's loss (eq. 4)."""
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        reconstruction, bottleneck_loss = y_pred
+        return super().get_loss(reconstruction, y_true, X=X, training=training) + bottleneck_loss
+
+
+# -- estimators ---------------------------------------------------------------------------
+_COMMON_PARAMS = {
+    "codebook_size": [Interval(Integral, 1, None, closed="left")],
+    "latent_dim": [Interval(Integral, 1, None, closed="left")],
+    "n_latents": [Interval(Integral, 1, None, closed="left")],
+    "image_shape": [tuple, list, None],
+    "n_downsample": [Interval(Integral, 0, None, closed="left")],
+    "hidden_size": [Interval(Integral, 1, None, closed="left")],
+    "commitment_weight": [Interval(Real, 0, 1, closed="both")],
+    "scaling": [StrOptions({"standard", "minmax"}), None],
+    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "lr": [Interval(Real, 0, None, closed="neither")],
+    "optimizer": [StrOptions({"adam", "adamw", "sgd"})],
+    "weight_decay": [Interval(Real, 0, None, closed="left")],
+    "bottleneck_params": [dict, None],
+    "device": [str],
+    "verbose": ["verbose"],
+    "random_state": ["random_state"],
+}
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+class _QuantizedAutoencoderBase(BaseQuantizer):
+    """Training, coding and decoding shared by :class:`VQAutoencoder` and :class:`SCQ`."""
+
+    def _bottleneck_spec(self):  # pragma: no cover - abstract
+        """``(name, keyword arguments)`` of the bottleneck to build."""
+        raise NotImplementedError
+
+    # -- fit ------------------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the autoencoder on ``X`` (reconstruction MSE plus the bottleneck's loss).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; with ``image_shape=(C, H, W)`` each row is an image flattened in
+            C, H, W order (``n_features = C * H * W``).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            Fitted estimator.
+        """
+        X, _ = self._validate_fit_data(X)
+        image_shape = self._check_image_shape(X.shape[1])
+        self._fit_dtype = X.dtype
+        self.device_ = resolve_device(self.device)
+        self._fit_scaling(X)
+        seed_everything(self.random_state)
+        module = self._build_module(X.shape[1], image_shape)
+        name, _ = self._bottleneck_spec()
+        self.net_ = _AutoencoderNet(
+            module=module,
+            criterion=nn.MSELoss,
+            optimizer=_OPTIMIZERS[self.optimizer],
+            optimizer__weight_decay=self.weight_decay,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            train_split=None,
+            iterator_train__shuffle=True,
+            device=self.device_,
+            verbose=int(self.verbose),
+            torch_load_kwargs={"weights_only": False},
+        )
+        Xs = self._scale(X)
+        self.net_.fit(Xs, Xs)
+        self.net_.module_.eval()
+        bottleneck = self.net_.module_.bottleneck
+        self.n_codes_ = _n_codes(bottleneck)
+        self.bits_per_sample_ = float(self.n_latent_positions_ * math.log2(self.n_codes_))
+        self.n_iter_ = len(self.net_.history)
+        self.bottleneck_name_ = name
+        return self
+
+    def _check_image_shape(self, n_features):
+        if self.image_shape is None:
+            self.n_latent_positions_ = int(self.n_latents)
+            self.latent_shape_ = (int(self.n_latents),)
+            return None
+        shape = tuple(self.image_shape)
+        if len(shape) != 3 or not all(isinstance(s, Integral) and s >= 1 for s in shape):
+            raise ValueError(f"image_shape must be three positive ints (C, H, W), got "
+                             f"{self.image_shape!r}.")
+        if int(np.prod(shape)) != n_features:
+            raise ValueError(f"image_shape={shape} holds {int(np.prod(shape))} values but X "
+                             f"has n_features={n_features}.")
+        factor = 2**self.n_downsample
+        if shape[1] % factor or shape[2] % factor:
+            raise ValueError(f"image height and width ({shape[1]}, {shape[2]}) must be "
+                             f"multiples of 2**n_downsample={factor}.")
+        self.latent_shape_ = (shape[1] // factor, shape[2] // factor)
+        self.n_latent_positions_ = self.latent_shape_[0] * self.latent_shape_[1]
+        return shape
+
+    def _build_module(self, n_features, image_shape):
+        name, params = self._bottleneck_spec()
+        d, h = int(self.latent_dim), int(self.hidden_size)
+        bottleneck = make_bottleneck(name, d, int(self.codebook_size),
+                                     image_fmap=image_shape is not None,
+                                     commitment_weight=self.commitment_weight, **params)
+        if image_shape is None:
+            encoder = MLPEncoder(n_features, h, d, self.n_latents)
+            decoder = MLPDecoder(n_features, h, d, self.n_latents)
+        else:
+            encoder = ConvEncoder(image_shape, h, d, int(self.n_downsample))
+            decoder = ConvDecoder(image_shape, h, d, int(self.n_downsample))
+        return QuantizedAutoencoder(encoder, bottleneck, decoder)
+
+    # -- scaling --------------------------------------------------------------------------
+    def _fit_scaling(self, X):
+        n_features = X.shape[1]
+        if self.scaling is None:
+            self.offset_ = np.zeros(n_features)
+            self.scale_ = np.ones(n_features)
+        elif self.scaling == "standard":
+            self.offset_ = X.mean(0, dtype=np.float64)
+            std = X.std(0, dtype=np.float64)
+            self.scale_ = np.where(std > 0, std, 1.0)
+        else:  # "minmax": each feature's training range to [-1, 1]
+            low, high = X.min(0).astype(np.float64), X.max(0).astype(np.float64)
+            self.offset_ = (low + high) / 2
+            half = (high - low) / 2
+            self.scale_ = np.where(half > 0, half, 1.0)
+
+    def _scale(self, X):
+        # Always a fresh, writable float32 array (torch warns on read-only buffers).
+        return ((X - self.offset_) / self.scale_).astype(np.float32)
+
+    def _unscale(self, Xs):
+        return (Xs.astype(np.float64) * self.scale_ + self.offset_).astype(self._fit_dtype)
+
+    # -- torch helpers --------------------------------------------------------------------
+    @property
+    def _module(self):
+        return self.net_.module_
+
+    def _tensor(self, array, dtype=torch.float32):
+        return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=self.device_)
+
+    def _codes_layout(self, codes):
+        """``(N, n_latent_positions)`` codes as the bottleneck's ``(N, *latent_shape_)``."""
+        return codes.reshape(codes.shape[0], *self.latent_shape_)
+
+    def _bottleneck_output(self, X):
+        """Bottleneck output of validated rows ``X`` (eval mode, no gradient)."""
+        module = self._module
+        module.eval()
+        with torch.no_grad():
+            return module.bottleneck(module.encoder(self._tensor(self._scale(X))))
+
+    # -- the contract's hooks -------------------------------------------------------------
+    def _n_code_columns(self):
+        return self.n_latent_positions_
+
+    def _code_cardinality(self):
+        return self.n_codes_
+
+    def _bytes_per_row(self):
+        hidden = self.hidden_size
+        if self.image_shape is not None:
+            hidden *= int(np.prod(self.image_shape[1:]))
+        positions = self.n_latent_positions_
+        return 4 * (4 * self.n_features_in_ + 4 * hidden
+                    + 4 * positions * (self.latent_dim + self.codebook_size))
+
+    def _encode(self, X):
+        codes = self._bottleneck_output(X).codes.reshape(X.shape[0], -1)
+        return codes.cpu().numpy().astype(self._code_dtype())
+
+    def _decode(self, codes):
+        module = self._module
+        module.eval()
+        with torch.no_grad():
+            latent = module.bottleneck.decode_codes(self._codes_layout(self._tensor(codes,
+                                                                                torch.long)))
+            rec = module.decoder(latent).cpu().numpy()
+        return self._unscale(rec)
+
+    # -- soft weights -----------------------------------------------------------------------
+    def transform_weights(self, X):
+        """Soft weights of every latent position over the codebook.
+
+        For SCQ these are the convex weights ``P*`` of eq. (8) (Algorithm 2's output);
+        for Gumbel VQ the softmax of the logits; for the hard VQ bottlenecks the one-hot
+        rows of the codes. ``transform(X)`` is their argmax.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data to encode.
+
+        Returns
+        -------
+        weights : ndarray of shape (n_samples, n_latent_positions_, codebook_size)
+            float32 weights; ``inverse_transform`` decodes them.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        if isinstance(self._module.bottleneck, ResidualVQ):
+            raise ValueError("bottleneck='rvq' has no soft weights over one codebook; use "
+                             "transform for its codes.")
+        k = int(self.codebook_size)
+        out = np.empty((X.shape[0], self.n_latent_positions_, k), dtype=np.float32)
+        step = _n_rows_per_batch(self._bytes_per_row())
+        for start in range(0, X.shape[0], step):
+            stop = min(start + step, X.shape[0])
+            result = self._bottleneck_output(X[start:stop])
+            if result.weights is None:
+                w = torch.nn.functional.one_hot(result.codes.reshape(stop - start, -1), k)
+            elif result.weights.ndim == 4:  # (N, K, H, W) feature maps
+                w = result.weights.permute(0, 2, 3, 1).reshape(stop - start, -1, k)
+            else:
+                w = result.weights.reshape(stop - start, -1, k)
+            out[start:stop] = w.float().cpu().numpy()
+        return out
+
+    def inverse_transform(self, X):
+        """Reconstruct data from hard codes or from soft weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_latent_positions_) or \
+(n_samples, n_latent_positions_, codebook_size)
+            Integer codes (``transform``'s output), or soft weights
+            (``transform_weights``'s output): each position is decoded as
+            ``weights @ codebook``.
+
+        Returns
+        -------
+        X_rec : ndarray of shape (n_samples, n_features)
+            Reconstructions in the dtype of the training data.
+        """
+        check_is_fitted(self)
+        if getattr(X, "ndim", np.ndim(X)) == 3:
+            return self._inverse_transform_weights(X)
+        return super().inverse_transform(X)
+
+    def _inverse_transform_weights(self, weights):
+        weights = np.asarray(weights)
+        if weights.dtype.kind not in "biuf":
+            raise TypeError(f"weights must be numeric, got dtype {weights.dtype}.")
+        expected = (self.n_latent_positions_, int(self.codebook_size))
+        if weights.shape[1:] != expected:
+            raise ValueError(f"weights must have shape (n_samples, {expected[0]}, "
+                             f"{expected[1]}), got {weights.shape}.")
+        if not np.all(np.isfinite(weights)):
+            raise ValueError("weights must be finite.")
+        if isinstance(self._module.bottleneck, ResidualVQ):
+            raise ValueError("bottleneck='rvq' cannot decode soft weights.")
+        module = self._module
+        module.eval()
+        out = np.empty((weights.shape[0], self.n_features_in_), dtype=self._fit_dtype)
+        step = _n_rows_per_batch(self._bytes_per_row())
+        with torch.no_grad():
+            for start in range(0, weights.shape[0], step):
+                w = self._tensor(weights[start:start + step])
+                n = w.shape[0]
+                if self.image_shape is not None:
+                    w = w.reshape(n, *self.latent_shape_, -1).permute(0, 3, 1, 2)
+                latent = module.bottleneck.decode_weights(w)
+                out[start:start + n] = self._unscale(module.decoder(latent).cpu().numpy())
+        return out
+
+    # -- evaluation -------------------------------------------------------------------------
+    def bottleneck_stats(self, X):
+        """The SCQ paper's Table 1 metrics on ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data (for example a test set).
+
+        Returns
+        -------
+        stats : dict
+            ``"reconstruction_mse"``: MSE per entry of the autoencoder's output, the
+            decoder fed with the bottleneck's output as in training (SCQ's convex
+            combinations ``C P*``, the codewords for the hard quantizers);
+            ``"code_mse"``: MSE per entry of ``inverse_transform(transform(X))`` (SCQ
+            decoded from the argmax of ``P*`` only); ``"quantization_error"``: mean of
+            ``||z_e - z_q||^2 / d`` over latent vectors; ``"perplexity"``: ``exp`` of the
+            entropy of the hard-code histogram over all of ``X`` (for residual VQ the mean
+            over stages, each against its own codebook); ``"usage"``: fraction of codewords
+            used at least once (likewise). All errors are in the scaled space the network
+            works in (``scaling``), as the paper's.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        if X.shape[0] == 0:
+            raise ValueError("Cannot evaluate an empty array.")
+        module = self._module
+        module.eval()
+        rec_sq = code_sq = q_err = 0.0
+        n_vectors = 0
+        counts = None
+        k = int(self.codebook_size)
+        step = _n_rows_per_batch(self._bytes_per_row())
+        with torch.no_grad():
+            for start in range(0, X.shape[0], step):
+                xs = self._tensor(self._scale(X[start:start + step]))
+                z = module.encoder(xs)
+                out = module.bottleneck(z)
+                rec_sq += float((module.decoder(out.quantized) - xs).pow(2).sum())
+                code_rec = module.decoder(module.bottleneck.decode_codes(out.codes))
+                code_sq += float((code_rec - xs).pow(2).sum())
+                n_vec = out.codes.numel()
+                q_err += float(out.quantization_error) * n_vec
+                n_vectors += n_vec
+                batch_counts = np.stack([
+                    torch.bincount(c.reshape(-1), minlength=k).cpu().numpy()
+                    for c in self._stage_codes(out.codes)])
+                counts = batch_counts if counts is None else counts + batch_counts
+        probs = counts / counts.sum(1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(1)
+        return {
+            "reconstruction_mse": rec_sq / X.size,
+            "code_mse": code_sq / X.size,
+            "quantization_error": q_err / n_vectors,
+            "perplexity": float(np.exp(entropy).mean()),
+            "usage": float((counts > 0).mean()),
+        }
+
+    def _stage_codes(self, codes):
+        """Codes per codebook: one array, or one per stage for residual VQ."""
+        bottleneck = self._module.bottleneck
+        if isinstance(bottleneck, ResidualVQ):
+            return bottleneck.stage_codes(codes)
+        return [codes]
+
+    # -- pickling ---------------------------------------------------------------------------
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # skorch loads a CUDA-trained net on the CPU when CUDA is missing.
+        if "net_" in state:
+            self.device_ = str(self.net_.device)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+
+_SHARED_DOC = """
+    codebook_size : int, default=64
+        Number of codewords ``K`` (per stage for ``bottleneck="rvq"``).
+    latent_dim : int, default=8
+        Length of each latent vector (the paper's embedding dimension :math:`\\tilde F`).
+    n_latents : int, default=4
+        Latent vectors per sample of the MLP autoencoder (ignored with ``image_shape``).
+    image_shape : tuple of int (C, H, W) or None, default=None
+        When given, rows of ``X`` are images flattened in C, H, W order and the autoencoder
+        is convolutional: ``n_downsample`` stride-2 convolutions give a latent map of
+        ``H / 2**n_downsample`` by ``W / 2**n_downsample`` positions, each quantized.
+    n_downsample : int, default=2
+        Halvings of the image size by the convolutional encoder.
+    hidden_size : int, default=128
+        Width of the MLP's hidden layers, or channels of the convolutional layers.
+    commitment_weight : float, default=0.25
+        :math:`\\beta` of eq. (5) (VQ bottlenecks).
+    scaling : {"standard", "minmax"} or None, default="standard"
+        Scaling of each feature inside the estimator, undone on output: zero mean and unit
+        variance, the training range mapped to ``[-1, 1]``, or none.
+    max_epochs : int, default=30
+        Training epochs.
+    batch_size : int, default=64
+        Mini-batch size.
+    lr : float, default=1e-3
+        Learning rate.
+    optimizer : {"adam", "adamw", "sgd"}, default="adam"
+        torch optimizer.
+    weight_decay : float, default=0.0
+        The optimizer's weight decay.
+    bottleneck_params : dict or None, default=None
+        Further keyword arguments of the bottleneck's constructor (see
+        :func:`~skvq.neural._autoencoder.make_bottleneck`).
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``; the
+        resolved device is ``device_``.
+    verbose : int, default=0
+        1 prints skorch's epoch log.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weight initialisation, the shuffling and the bottleneck's random draws:
+        the same seed gives the same codes on the same device and torch build."""
+
+_ATTRIBUTES_DOC = """
+    Attributes
+    ----------
+    net_ : skorch.NeuralNet
+        The trained network (``net_.module_``: ``encoder``, ``bottleneck``, ``decoder``;
+        ``net_.history``: the training loss per epoch).
+    device_ : str
+        The device the network lives on.
+    n_latent_positions_ : int
+        Latent vectors per sample, the number of code columns.
+    latent_shape_ : tuple of int
+        ``(n_latents,)``, or the latent map's ``(H', W')``.
+    n_codes_ : int
+        Distinct hard codes per position (``codebook_size``, or ``K**num_quantizers``).
+    bits_per_sample_ : float
+        ``n_latent_positions_ * log2(n_codes_)``.
+    offset_, scale_ : ndarray of shape (n_features_in_,)
+        The input scaling, ``(X - offset_) / scale_``.
+    n_iter_ : int
+        Epochs run.
+    bottleneck_name_ : str
+        The bottleneck's name.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen in ``fit``, when ``X`` has string column names."""
+
+
+class VQAutoencoder(_QuantizedAutoencoderBase):
+    __doc__ = f"""Autoencoder with a vector-quantization bottleneck, trained end to end.
+
+    Encoder ``E``, bottleneck ``Q`` and decoder ``D`` minimise the SCQ paper's eq. (4):
+    the reconstruction MSE of ``D(Q(E(x)))`` plus the bottleneck's own loss (eq. 5 for the
+    VQ bottlenecks). ``transform`` gives the hard code of every latent position,
+    ``inverse_transform`` decodes codes (or soft weights). ``bottleneck`` chooses among the
+    quantizers of the paper's Table 1, so that they are compared in one architecture.
+
+    Read more in the :ref:`User Guide <scq>`.
+
+    Parameters
+    ----------
+    bottleneck : {{"scq", "vq", "vq_replace", "vq_affine", "vq_replace_affine", "gumbel", \
+"rvq"}}, default="vq"
+        ``"vq"``: VQ-VAE, STE and eq. (5); ``"vq_replace"``: plus dead-code replacement;
+        ``"vq_affine"``: affine codebook and alternating optimization (Huh et al., 2023);
+        ``"vq_replace_affine"``: both; ``"gumbel"``: Gumbel-softmax VQ; ``"rvq"``:
+        residual VQ (2 stages; ``bottleneck_params={{"num_quantizers": Q}}``); ``"scq"``:
+        soft convex quantization (use :class:`SCQ` for its parameters).{_SHARED_DOC}
+{_ATTRIBUTES_DOC}
+
+    See Also
+    --------
+    SCQ : the same autoencoder with the soft convex quantization bottleneck.
+
+    References
+    ----------
+    A. van den Oord, O. Vinyals and K. Kavukcuoglu, "Neural discrete representation
+    learning", NeurIPS 2017. T. Gautam, R. Pryzant, Z. Yang, C. Zhu and S. Sojoudi, "Soft
+    convex quantization: revisiting vector quantization with convex optimization", 2023.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skvq.neural import VQAutoencoder
+    >>> X = load_digits().data
+    >>> vq = VQAutoencoder(bottleneck="vq_replace", codebook_size=16, max_epochs=2,
+    ...                    random_state=0).fit(X)
+    >>> codes = vq.transform(X)
+    >>> codes.shape, codes.dtype, vq.bits_per_sample_
+    ((1797, 4), dtype('uint8'), 16.0)
+    >>> vq.inverse_transform(codes).shape
+    (1797, 64)
+    """
+
+    _parameter_constraints = {"bottleneck": [StrOptions(set(BOTTLENECKS))], **_COMMON_PARAMS}
+
+    def __init__(self, bottleneck="vq", *, codebook_size=64, latent_dim=8, n_latents=4,
+                 image_shape=None, n_downsample=2, hidden_size=128, commitment_weight=0.25,
+                 scaling="standard", max_epochs=30, batch_size=64, lr=1e-3, optimizer="adam",
+                 weight_decay=0.0, bottleneck_params=None, device="auto", verbose=0,
+                 random_state=None):
+        self.bottleneck = bottleneck
+        self.codebook_size = codebook_size
+        self.latent_dim = latent_dim
+        self.n_latents = n_latents
+        self.image_shape = image_shape
+        self.n_downsample = n_downsample
+        self.hidden_size = hidden_size
+        self.commitment_weight = commitment_weight
+        self.scaling = scaling
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.bottleneck_params = bottleneck_params
+        self.device = device
+        self.verbose = verbose
+        self.random_state = random_state
+
+    def _bottleneck_spec(self):
+        return self.bottleneck, dict(self.bottleneck_params or {})
+
+
+class SCQ(_QuantizedAutoencoderBase):
+    __doc__ = f"""Soft convex quantization autoencoder (SCQVAE; Gautam et al., 2023).
+
+    ``VQAutoencoder(bottleneck="scq")`` with SCQ's parameters: the bottleneck
+    (:class:`~skvq.neural.SoftConvexQuantizer`) replaces each latent vector ``z_e`` by a
+    convex combination ``C P*`` of the codewords, ``P*`` solving eq. (8) (by Algorithm 2's
+    relaxation by default): the least-squares fit of ``z_e`` plus ``alpha`` times the
+    distance to the one-hot VQ code, over the probability simplex. Gradients reach the
+    whole codebook. ``transform`` gives the hard codes (the argmax of ``P*`` at each latent
+    position), ``transform_weights`` the convex weights ``P*``; ``inverse_transform`` decodes
+    either.
+
+    Symbols: the paper's :math:`\\lambda` is ``alpha``, :math:`K` is ``codebook_size``,
+    :math:`\\tilde F` is ``latent_dim``, :math:`\\tilde H \\times \\tilde W` the latent map
+    (``latent_shape_``).
+
+    Read more in the :ref:`User Guide <scq>`.
+
+    Parameters
+    ----------
+    alpha : float, default=1.0
+        Regularisation :math:`\\lambda > 0` of eq. (8) towards the one-hot VQ solution
+        (``alpha -> inf`` gives VQ).
+    solver : str, default="relaxed"
+        How eq. (8) is solved (see :class:`~skvq.neural.SoftConvexQuantizer`): "relaxed"
+        is Algorithm 2.{_SHARED_DOC}
+{_ATTRIBUTES_DOC}
+
+    See Also
+    --------
+    VQAutoencoder : the same autoencoder with the VQ baselines' bottlenecks.
+
+    Notes
+    -----
+    The decoder is trained on the convex combinations ``C P*``: reconstructions from the
+    soft weights (``inverse_transform(transform_weights(X))``) are what the paper's
+    reconstruction MSE measures; reconstructions from the hard codes alone (what
+    ``transform`` keeps, ``bits_per_sample_`` bits per row) can be much worse. Both are
+    reported by :meth:`bottleneck_stats`.
+
+    References
+    ----------
+    T. Gautam, R. Pryzant, Z. Yang, C. Zhu and S. Sojoudi, "Soft convex quantization:
+    revisiting vector quantization with convex optimization", 2023, arXiv:2310.03004.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skvq.neural import SCQ
+    >>> X = load_digits().data
+    >>> scq = SCQ(codebook_size=16, max_epochs=2, random_state=0).fit(X)
+    >>> scq.transform(X).shape, scq.transform_weights(X).shape
+    ((1797, 4), (1797, 4, 16))
+    >>> scq.inverse_transform(scq.transform_weights(X)).shape
+    (1797, 64)
+    """
+
+    _parameter_constraints = {
+        "alpha": [Interval(Real, 0, None, closed="neither")],
+        "solver": [str],
+        **_COMMON_PARAMS,
+    }
+
+    def __init__(self, alpha=1.0, solver="relaxed", *, codebook_size=64, latent_dim=8,
+                 n_latents=4, image_shape=None, n_downsample=2, hidden_size=128,
+                 commitment_weight=0.25, scaling="standard", max_epochs=30, batch_size=64,
+                 lr=1e-3, optimizer="adam", weight_decay=0.0, bottleneck_params=None,
+                 device="auto", verbose=0, random_state=None):
+        self.alpha = alpha
+        self.solver = solver
+        self.codebook_size = codebook_size
+        self.latent_dim = latent_dim
+        self.n_latents = n_latents
+        self.image_shape = image_shape
+        self.n_downsample = n_downsample
+        self.hidden_size = hidden_size
+        self.commitment_weight = commitment_weight
+        self.scaling = scaling
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.bottleneck_params = bottleneck_params
+        self.device = device
+        self.verbose = verbose
+        self.random_state = random_state
+
+    def _bottleneck_spec(self):
+        params = {"alpha": self.alpha, "solver": self.solver}
+        params.update(self.bottleneck_params or {})
+        return "scq", params
