@@ -1,12 +1,20 @@
 """Lloyd's k-means for vectors, vectorised: the one k-means used by the vector quantizers.
 
-Distances are ``|x|^2 - 2 x.c + |c|^2`` with one BLAS product per batch of rows; centroid
-updates are per-dimension ``bincount``; empty clusters are re-seeded by splitting the
+Distances are ``|x|^2 - 2 x.c + |c|^2`` with one BLAS product per block of rows, then one
+compiled pass that takes each row's argmin and adds the row to its centroid's sum (no
+distance matrix beyond the block, no second pass for the update); empty clusters are re-seeded by splitting the
 largest cluster (faiss' rule), so every centroid ends up used when the data allow it.
 """
 
 import numpy as np
+from numba import njit
 from sklearn.utils._chunking import get_chunk_n_rows
+
+
+# Rows per block of the distance product: the (block, k) block stays in cache.
+_BLOCK = 1024
+# k-means++ draws its seeds from a random sample of at most this many rows per centroid.
+_SEED_POINTS_PER_CENTROID = 64
 
 
 def augment(X):
@@ -18,7 +26,14 @@ def augment(X):
     return out
 
 
-def nearest_centroid(X, centers, return_distances=False, augmented=False):
+def _distance_table(centers, dtype):
+    table = np.empty((centers.shape[1] + 1, centers.shape[0]), dtype=dtype)
+    table[:-1] = -2.0 * centers.T
+    table[-1] = np.einsum("ij,ij->i", centers, centers)
+    return table
+
+
+def nearest_centroid(X, centers, return_distances=False, augmented=False, second=False):
     """Index of the nearest centroid of each row (squared Euclidean), batched.
 
     Parameters
@@ -29,16 +44,18 @@ def nearest_centroid(X, centers, return_distances=False, augmented=False):
         Also return the squared distance to the nearest centroid.
     augmented : bool
         ``X`` already carries the column of ones (k-means reuses it across iterations).
+    second : bool
+        Also return the squared distance to the second nearest centroid (k-means' bounds).
     """
     n, k = X.shape[0], centers.shape[0]
     dtype = X.dtype
-    table = np.empty((centers.shape[1] + 1, k), dtype=dtype)
-    table[:-1] = -2.0 * centers.T
-    table[-1] = np.einsum("ij,ij->i", centers, centers)
+    table = _distance_table(centers, dtype)
     labels = np.empty(n, dtype=np.intp)
-    dists = np.empty(n, dtype=dtype) if return_distances else None
-    # Small batches keep the distance block in cache: one product, one argmin per batch.
-    step = max(1, min(get_chunk_n_rows(row_bytes=8 * k), 4096))
+    want = return_distances or second
+    dists = np.empty(n, dtype=dtype) if want else None
+    dists2 = np.empty(n, dtype=dtype) if second else None
+    # Small blocks keep the distance block in cache: one product, one SIMD argmin per block.
+    step = max(1, min(get_chunk_n_rows(row_bytes=8 * k), _BLOCK))
     buf = np.empty((min(step, n), k), dtype=dtype)
     for start in range(0, n, step):
         batch = X[start:start + step]
@@ -48,11 +65,40 @@ def nearest_centroid(X, centers, return_distances=False, augmented=False):
         np.matmul(full, table, out=d)
         lab = np.argmin(d, axis=1)
         labels[start:start + rows] = lab
-        if return_distances:
+        if want:
             sub = full[:, :-1]
-            dists[start:start + rows] = np.maximum(
-                d[np.arange(rows), lab] + np.einsum("ij,ij->i", sub, sub), 0)
+            norms = np.einsum("ij,ij->i", sub, sub)
+            r = np.arange(rows)
+            dists[start:start + rows] = np.maximum(d[r, lab] + norms, 0)
+            if second:
+                if k > 1:
+                    d[r, lab] = np.inf
+                    dists2[start:start + rows] = np.maximum(d.min(axis=1) + norms, 0)
+                else:
+                    dists2[start:start + rows] = np.inf
+    if second:
+        return labels, dists, dists2
     return (labels, dists) if return_distances else labels
+
+
+@njit(nogil=True, cache=True)
+def _accumulate(X, centers, labels, sums, counts, upper):
+    """Centroid sums and counts of an assignment, in one pass; sets ``upper`` to each row's
+    exact distance to its centroid and returns the inertia (sum of squared distances)."""
+    n, d = X.shape
+    total = 0.0
+    for i in range(n):
+        a = labels[i]
+        dist2 = 0.0
+        for t in range(d):
+            v = X[i, t]
+            diff = v - centers[a, t]
+            dist2 += diff * diff
+            sums[a, t] += v
+        counts[a] += 1
+        upper[i] = np.sqrt(dist2)
+        total += dist2
+    return total
 
 
 def _kmeans_plusplus(X, k, rng, sq_norms):
@@ -94,8 +140,9 @@ def kmeans(X, k, *, max_iter=20, init="k-means++", n_init=1, tol=0.0, rng=None):
     max_iter : int
         Lloyd iterations.
     init : {"k-means++", "random"} or ndarray of shape (k, d)
-        k-means++ seeding, ``k`` distinct rows drawn at random (faiss' default), or initial
-        centroids (a warm start; ``n_init`` is then 1).
+        k-means++ seeding (from a random sample of at most ``64 * k`` rows; the Lloyd
+        iterations then use every row), ``k`` distinct rows drawn at random (faiss'
+        default), or initial centroids (a warm start; ``n_init`` is then 1).
     n_init : int
         Restarts; the run with the lowest inertia is kept.
     tol : float
@@ -120,33 +167,49 @@ def kmeans(X, k, *, max_iter=20, init="k-means++", n_init=1, tol=0.0, rng=None):
         if not isinstance(init, str):
             centers = np.array(init, dtype=X.dtype)
         elif init == "k-means++":
-            centers = _kmeans_plusplus(X, k, rng, sq_norms)
+            if n > _SEED_POINTS_PER_CENTROID * k:
+                # seeding on a sample: as good after the Lloyd iterations, and O(k) passes
+                # over a sample instead of over all the rows (benchmarks/bench_pq_speed.py)
+                idx = np.sort(rng.choice(n, _SEED_POINTS_PER_CENTROID * k, replace=False))
+                centers = _kmeans_plusplus(X[idx], k, rng, sq_norms[idx])
+            else:
+                centers = _kmeans_plusplus(X, k, rng, sq_norms)
         else:
             centers = X[rng.choice(n, size=k, replace=False)].copy()
-        prev = np.inf
-        n_iter = 0
-        for n_iter in range(1, max_iter + 1):
-            if tol > 0:
-                labels, dists = nearest_centroid(X_aug, centers, return_distances=True,
-                                                 augmented=True)
-                inertia = float(dists.sum(dtype=np.float64))
-            else:
-                labels = nearest_centroid(X_aug, centers, augmented=True)
-            counts = np.bincount(labels, minlength=k)
-            for j in range(d):
-                centers[:, j] = np.bincount(labels, weights=X[:, j], minlength=k)
-            nonempty = counts > 0
-            centers[nonempty] /= counts[nonempty, None]
-            _split_largest(centers, counts, rng)
-            if tol > 0:
-                if prev - inertia <= tol * prev:
-                    break
-                prev = inertia
+        labels, n_iter = _lloyd(X, X_aug, centers, max_iter, tol, rng)
         labels, dists = nearest_centroid(X_aug, centers, return_distances=True, augmented=True)
         inertia = float(dists.sum(dtype=np.float64))
         if best is None or inertia < best[2]:
             best = (centers, labels, inertia, n_iter)
     return best
+
+
+def _lloyd(X, X_aug, centers, max_iter, tol, rng):
+    """Lloyd iterations on ``centers`` in place: one BLAS product and one SIMD argmin per
+    block of rows for the assignment, one compiled pass for the centroid sums (which also
+    gives the exact inertia of the assignment). Returns the labels and the iterations run.
+    """
+    n, d = X.shape
+    k = centers.shape[0]
+    upper = np.empty(n, dtype=np.float64)
+    sums = np.empty((k, d), dtype=np.float64)
+    counts = np.empty(k, dtype=np.int64)
+    prev = np.inf
+    n_iter = 0
+    labels = None
+    for n_iter in range(1, max_iter + 1):
+        labels = nearest_centroid(X_aug, centers, augmented=True)
+        sums[:] = 0
+        counts[:] = 0
+        inertia = _accumulate(X, centers, labels, sums, counts, upper)
+        nonempty = counts > 0
+        centers[nonempty] = sums[nonempty] / counts[nonempty, None]
+        _split_largest(centers, counts, rng)
+        if tol > 0:
+            if prev - inertia <= tol * prev:
+                break
+            prev = inertia
+    return labels, n_iter
 
 
 def _split_largest(centers, counts, rng):

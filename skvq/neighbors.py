@@ -1,13 +1,17 @@
 """Nearest-neighbour search over product-quantization codes."""
 
+from contextlib import nullcontext
 from numbers import Integral
 
 import numpy as np
+from numba import njit
 from scipy.sparse import csr_matrix
 from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
+from ._parallel import effective_n_threads, map_threads
 from .base import _n_rows_per_batch
 from .pq import PQ
 
@@ -194,7 +198,8 @@ class PQNearestNeighbors(BaseEstimator):
         distances = np.empty((n_queries, n_neighbors), dtype=self.quantizer_.codebook_.dtype)
         indices = np.empty((n_queries, n_neighbors), dtype=np.intp)
         step = min(_n_rows_per_batch(self._bytes_per_query()), _MAX_QUERIES_PER_BATCH)
-        for start in range(0, n_queries, step):
+
+        def search_batch(start):
             stop = min(start + step, n_queries)
             if query_is_train:
                 tables = _symmetric_tables(sdc_table, self.codes_[start:stop])
@@ -206,6 +211,12 @@ class PQNearestNeighbors(BaseEstimator):
             if query_is_train:
                 squared[np.arange(stop - start), np.arange(start, stop)] = np.inf
             distances[start:stop], indices[start:stop] = _smallest(squared, n_neighbors)
+
+        # Batches run on as many threads as the BLAS setting allows (the scan releases the
+        # GIL); each thread holds one batch's memory at a time.
+        n_threads = effective_n_threads()
+        with threadpool_limits(1, user_api="blas") if n_threads > 1 else nullcontext():
+            map_threads(search_batch, range(0, n_queries, step), n_threads)
         if return_distance:
             return np.sqrt(distances, out=distances), indices
         return indices
@@ -263,6 +274,31 @@ def _symmetric_tables(sdc_table, query_codes):
     return np.stack([sdc_table[m][:, query_codes[:, m]] for m in range(sdc_table.shape[0])])
 
 
+@njit(nogil=True, cache=True)
+def _scan_kernel(tables, codes, out, buffer):
+    """Fill ``out[q, j] = sum_m tables[m, codes[j, m], q]`` chunk by chunk of the database:
+    the sums of a chunk are built row by row in a small buffer, contiguous in the queries,
+    then written transposed."""
+    n_subspaces, _, n_queries = tables.shape
+    n = codes.shape[0]
+    step = buffer.shape[0]
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        for j in range(start, stop):
+            row = buffer[j - start]
+            first = tables[0, codes[j, 0]]
+            for q in range(n_queries):
+                row[q] = first[q]
+            for m in range(1, n_subspaces):
+                table = tables[m, codes[j, m]]
+                for q in range(n_queries):
+                    row[q] += table[q]
+        for q in range(n_queries):
+            dst = out[q]
+            for j in range(start, stop):
+                dst[j] = buffer[j - start, q]
+
+
 def _scan(tables, codes):
     """Squared distances of a batch of queries to every database code, shape (n_queries, n).
 
@@ -270,18 +306,11 @@ def _scan(tables, codes):
     contiguous row of the batch's distances: one gather per subspace, summed in order, over
     database chunks small enough for the sums to stay in cache.
     """
-    n_subspaces, _, n_queries = tables.shape
-    n = codes.shape[0]
-    out = np.empty((n_queries, n), dtype=tables.dtype)
+    n_queries = tables.shape[2]
+    out = np.empty((n_queries, codes.shape[0]), dtype=tables.dtype)
     step = max(256, _SCAN_CHUNK_BYTES // (n_queries * tables.itemsize))
-    buffer = np.empty((min(step, n), n_queries), dtype=tables.dtype)
-    for start in range(0, n, step):
-        chunk = codes[start:start + step]
-        squared = buffer[:chunk.shape[0]]
-        np.take(tables[0], chunk[:, 0], axis=0, out=squared)
-        for m in range(1, n_subspaces):
-            squared += tables[m][chunk[:, m]]
-        out[:, start:start + chunk.shape[0]] = squared.T
+    buffer = np.empty((min(step, max(codes.shape[0], 1)), n_queries), dtype=tables.dtype)
+    _scan_kernel(tables, codes, out, buffer)
     return out
 
 

@@ -3,11 +3,14 @@
 from numbers import Integral, Real
 
 import numpy as np
+from numba import njit
 from sklearn.base import _fit_context
+from threadpoolctl import threadpool_limits
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
 from ._kmeans import kmeans, nearest_centroid
+from ._parallel import effective_n_threads, map_threads
 from .base import BaseQuantizer
 
 __all__ = ["OPQ", "PQ"]
@@ -35,6 +38,22 @@ _PQ_PARAMS = {
     "max_points_per_centroid": [Interval(Integral, 1, None, closed="left"), None],
     "random_state": ["random_state"],
 }
+
+
+# Outputs of at least this many entries are decoded on several threads.
+_PARALLEL_DECODE_SIZE = 1 << 18
+
+
+@njit(nogil=True, cache=True)
+def _gather(codebook, codes, bounds, out):
+    """``out[i, bounds[m]:bounds[m+1]] = codebook[m, codes[i, m]]`` for every row and subspace."""
+    n, n_subspaces = codes.shape
+    for i in range(n):
+        for m in range(n_subspaces):
+            dst = out[i, bounds[m]:bounds[m + 1]]
+            src = codebook[m, codes[i, m]]
+            for t in range(dst.shape[0]):
+                dst[t] = src[t]
 
 
 class _ProductCodes:
@@ -173,14 +192,29 @@ class PQ(_ProductCodes, BaseQuantizer):
             train = X[np.sort(rng.choice(X.shape[0], cap * n_centroids, replace=False))]
         codebook = np.zeros((self.n_subspaces, n_centroids, int(np.diff(bounds).max())),
                             dtype=X.dtype)
-        n_iter = 0
-        for m, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        # One generator per subspace, drawn up front: the result does not depend on how
+        # many threads fit the subspaces.
+        seeds = rng.integers(2**63 - 1, size=self.n_subspaces)
+        n_iter_max = self.max_iter if max_iter is None else max_iter
+
+        def fit_subspace(m):
+            lo, hi = bounds[m], bounds[m + 1]
             init = self.init if init_codebook is None else init_codebook[m, :, :hi - lo]
             centers, _, _, it = kmeans(np.ascontiguousarray(train[:, lo:hi]), n_centroids,
-                                       max_iter=self.max_iter if max_iter is None else max_iter,
-                                       init=init, n_init=self.n_init, tol=self.tol, rng=rng)
+                                       max_iter=n_iter_max, init=init, n_init=self.n_init,
+                                       tol=self.tol, rng=np.random.default_rng(seeds[m]))
             codebook[m, :, :hi - lo] = centers
-            n_iter = max(n_iter, it)
+            return it
+
+        n_threads = effective_n_threads()
+        if n_threads > 1 and self.n_subspaces > 1:
+            # subspaces in parallel, one BLAS thread each (more than one BLAS thread on
+            # these small products costs more than it gains)
+            with threadpool_limits(1, user_api="blas"):
+                n_iters = map_threads(fit_subspace, range(self.n_subspaces), n_threads)
+        else:
+            n_iters = [fit_subspace(m) for m in range(self.n_subspaces)]
+        n_iter = max(n_iters)
         self.codebook_ = codebook
         self.subspace_bounds_ = bounds
         self.n_iter_ = n_iter
@@ -206,16 +240,35 @@ class PQ(_ProductCodes, BaseQuantizer):
         return codes
 
     def _decode(self, codes):
-        # One gather from the flattened codebook: row m * K + code of subspace m.
-        n_subspaces, k, width = self.codebook_.shape
-        flat = self.codebook_.reshape(n_subspaces * k, width)
-        offsets = np.arange(n_subspaces, dtype=np.intp) * k
-        out = np.take(flat, codes + offsets, axis=0).reshape(codes.shape[0], -1)
-        if width * n_subspaces != self.n_features_in_:  # uneven split: drop the padding
-            bounds = self.subspace_bounds_
-            keep = np.concatenate([m * width + np.arange(hi - lo) for m, (lo, hi)
-                                   in enumerate(zip(bounds[:-1], bounds[1:]))])
-            out = out[:, keep]
+        out = np.empty((codes.shape[0], self.n_features_in_), dtype=self.codebook_.dtype)
+        self._decode_into(codes, out)
+        return out
+
+    def _decode_into(self, codes, out):
+        """Write the reconstructions of ``codes`` into ``out``: a compiled gather of each
+        subspace's centroid (skipping the padding of an uneven split), no memory beyond
+        ``out``; big outputs are split over as many threads as the BLAS setting allows."""
+        bounds = self.subspace_bounds_
+        if codes.dtype.kind not in "ui":  # whole-number floats or booleans, already checked
+            codes = codes.astype(np.intp)
+        codes = np.ascontiguousarray(codes)
+        n = codes.shape[0]
+
+        def decode_rows(lo, hi):
+            _gather(self.codebook_, codes[lo:hi], bounds, out[lo:hi])
+
+        n_threads = effective_n_threads() if out.size >= _PARALLEL_DECODE_SIZE else 1
+        if n_threads <= 1:
+            decode_rows(0, n)
+            return
+        edges = np.linspace(0, n, n_threads + 1).astype(np.intp)
+        map_threads(lambda j: decode_rows(edges[j], edges[j + 1]), range(n_threads),
+                    n_threads)
+
+    def _inverse_transform(self, codes):
+        # The gather needs no temporary memory: decode straight into the result.
+        out = np.empty((codes.shape[0], self.n_features_in_), dtype=self.codebook_.dtype)
+        self._decode_into(codes, out)
         return out
 
     # -- distances for search over codes ---------------------------------------------------

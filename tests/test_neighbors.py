@@ -284,3 +284,21 @@ def test_sklearn_compatible_estimator(estimator, check):
 def test_extra_checks(estimator, check):
     pytest.importorskip("pandas")
     check(type(estimator).__name__, estimator)
+
+
+@pytest.mark.filterwarnings("ignore:Could not adhere to working_memory")
+@pytest.mark.parametrize("distance", ["adc", "sdc"])
+def test_thread_count_does_not_change_results(distance, data):
+    """Query batches run on several threads when BLAS may use several: same answers."""
+    from threadpoolctl import threadpool_limits
+
+    X, Q = data
+    nn = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=4, random_state=0), n_neighbors=5,
+                            distance=distance).fit(X)
+    with sklearn.config_context(working_memory=1e-3):  # several batches
+        with threadpool_limits(1):
+            d1, i1 = nn.kneighbors(Q)
+        with threadpool_limits(2):
+            d2, i2 = nn.kneighbors(Q)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(d1, d2, rtol=1e-12)

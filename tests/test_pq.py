@@ -158,3 +158,38 @@ def test_same_mse_as_faiss_within_a_percent():
     fpq.train(X)
     fmse = np.mean((X - fpq.decode(fpq.compute_codes(X))) ** 2)
     assert mse <= fmse * 1.01
+
+
+@pytest.mark.parametrize("estimator", [PQ(3, 3, random_state=0), OPQ(2, 3, n_iter=2, random_state=0)],
+                         ids=["PQ", "OPQ"])
+def test_thread_count_does_not_change_the_fit(X, estimator):
+    """Subspaces fit on several threads when BLAS may use several: same codebooks as on one
+    thread, since every subspace draws from its own generator."""
+    from threadpoolctl import threadpool_limits
+
+    from sklearn.base import clone
+
+    with threadpool_limits(1):
+        one = clone(estimator).fit(X)
+    with threadpool_limits(2):
+        two = clone(estimator).fit(X)
+    np.testing.assert_allclose(one.codebook_, two.codebook_, rtol=1e-12)
+    np.testing.assert_array_equal(one.transform(X), two.transform(X))
+
+
+@pytest.mark.parametrize("n_subspaces", [3, 5])  # 10 features: uneven split, then even
+def test_threaded_decode_is_the_concatenated_centroids(X, monkeypatch, n_subspaces):
+    """Large outputs are decoded on several threads: every row is still the concatenation of
+    its centroids (brute force), for even and uneven splits and any integer code dtype."""
+    import skvq.pq
+    from threadpoolctl import threadpool_limits
+
+    monkeypatch.setattr(skvq.pq, "_PARALLEL_DECODE_SIZE", 1)
+    q = PQ(n_subspaces, 3, random_state=0).fit(X)
+    codes = q.transform(X)
+    bounds = q.subspace_bounds_
+    expected = np.hstack([q.codebook_[m, codes[:, m], :bounds[m + 1] - bounds[m]]
+                          for m in range(n_subspaces)])
+    with threadpool_limits(2):
+        for dtype in (np.uint8, np.int64, np.float64):
+            np.testing.assert_array_equal(q.inverse_transform(codes.astype(dtype)), expected)
