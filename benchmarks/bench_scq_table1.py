@@ -1,0 +1,278 @@
+"""SCQ's Table 1 analog: every bottleneck in one convolutional autoencoder, two image sets.
+
+The SCQ paper (Gautam et al., 2023, Table 1) trains one VQ-VAE-type autoencoder with each
+quantization bottleneck on CIFAR-10 and GTSRB and reports, on the test set, the
+reconstruction MSE, the quantization error ``||Z_e - Z_q||^2``, the perplexity of the code
+histogram and the average quantization time, averaged over 5 training runs. Here:
+
+- MNIST (``skvq.datasets.load_mnist``, the 10,000 test images: first 8,000 train, last
+  2,000 test, pixels in [-1, 1]), images ``(1, 28, 28)``, latent map 7 x 7;
+- a CIFAR-like set: 32 x 32 colour patches of scikit-learn's two sample images
+  (``load_sample_images``), training patches from the left 80% of each image and test
+  patches from the right 20% (no overlap), pixels in [-1, 1], latent map 8 x 8.
+
+Every bottleneck sits in the same :class:`skvq.neural.VQAutoencoder` (two stride-2
+convolutions, ``hidden_size`` channels, ``latent_dim``-dimensional latents, ``K`` codewords)
+trained with Adam for the same number of epochs. MSE per pixel in [-1, 1]; quantization
+error per latent entry; perplexity and usage of the hard codes over the whole test set;
+quantization time: one bottleneck forward pass (evaluation mode) on the encoder output of
+a test batch of 128 images, averaged over the test batches.
+
+Options: ``--seeds N`` (default 3) training runs per cell, ``--epochs E`` (default 10).
+``--quick`` runs a smoke test on scikit-learn's digits (8 x 8) and 16 x 16 patches.
+"""
+
+import sys
+import time
+
+import numpy as np
+
+from _common import header, parse_args, pyplot, savefig, table, verdict, write
+
+METHODS = [  # (Table 1 row, VQAutoencoder bottleneck)
+    ("VQVAE", "vq"),
+    ("VQVAE + Rep", "vq_replace"),
+    ("VQVAE + Affine + OPT", "vq_affine"),
+    ("VQVAE + Rep + Affine + OPT", "vq_replace_affine"),
+    ("Gumbel-VQVAE", "gumbel"),
+    ("RQVAE (2 stages)", "rvq"),
+    ("SCQVAE", "scq"),
+]
+# The paper's Table 1 (CIFAR-10): MSE (1e-3), quantization error, perplexity, time (ms).
+PAPER_CIFAR = {
+    "VQVAE": (41.19, 70.47, 6.62, 4.45),
+    "VQVAE + Rep": (5.49, 4.13e-3, 106.07, 5.56),
+    "VQVAE + Affine + OPT": (16.92, 25.34e-3, 8.65, 5.74),
+    "VQVAE + Rep + Affine + OPT": (5.41, 4.81e-3, 106.62, 5.78),
+    "Gumbel-VQVAE": (44.5, 23.29e-3, 10.86, 0.84),
+    "RQVAE (2 stages)": (4.87, 44.98e-3, 20.68, 12.4),
+    "SCQVAE": (1.53, 0.15e-3, 124.11, 7.42),
+}
+METRICS = ["reconstruction_mse", "code_mse", "quantization_error", "perplexity", "usage",
+           "quant_ms", "fit_s"]
+
+
+def sample_patches(size, n_train, n_test, seed=0):
+    """Random ``size x size`` patches of the sample images: train from the left 80% of each
+    image, test from the right 20%; rows are (3, size, size) flattened, pixels in [-1, 1]."""
+    from sklearn.datasets import load_sample_images
+    from sklearn.feature_extraction.image import extract_patches_2d
+
+    images = load_sample_images().images
+    train, test = [], []
+    for i, img in enumerate(images):
+        cut = int(img.shape[1] * 0.8)
+        for part, n, out in [(img[:, :cut], n_train, train), (img[:, cut:], n_test, test)]:
+            p = extract_patches_2d(part, (size, size), max_patches=n // len(images),
+                                   random_state=seed + i)
+            out.append(p.transpose(0, 3, 1, 2).reshape(len(p), -1))
+    scale = lambda a: (np.concatenate(a).astype(np.float32) / 127.5 - 1.0)  # noqa: E731
+    return scale(train), scale(test)
+
+
+def load_sets(quick):
+    """name -> (X_train, X_test, image_shape, description)."""
+    sets = {}
+    if quick:
+        from sklearn.datasets import load_digits
+
+        X = load_digits().data.astype(np.float32) / 8.0 - 1.0
+        sets["digits"] = (X[:1400], X[1400:], (1, 8, 8),
+                          "scikit-learn digits, 1,400 train / 397 test, 8 x 8, [-1, 1]")
+        Xtr, Xte = sample_patches(16, 1000, 300)
+        sets["patches16"] = (Xtr, Xte, (3, 16, 16), "16 x 16 sample-image patches")
+        return sets
+    try:
+        from skvq.datasets import load_mnist
+
+        X, _ = load_mnist(scale="symmetric")
+        sets["MNIST"] = (X[:8000], X[8000:], (1, 28, 28),
+                         "MNIST (10,000 test images: 8,000 train / 2,000 test), 28 x 28, "
+                         "[-1, 1]")
+    except FileNotFoundError:
+        print("MNIST not found (set SKVQ_MNIST or provide ../shared/data/mnist); skipping it.")
+    Xtr, Xte = sample_patches(32, 6000, 1500)
+    sets["patches32"] = (Xtr, Xte, (3, 32, 32),
+                         "32 x 32 patches of scikit-learn's sample images (china, flower): "
+                         "6,000 train patches from the left 80% of each image, 1,500 test "
+                         "patches from the right 20%, RGB in [-1, 1]")
+    return sets
+
+
+def quantization_ms(est, X, batch=128):
+    """Mean time (ms) of one bottleneck forward pass on the encoder output of a batch."""
+    import torch
+
+    module = est.net_.module_
+    module.eval()
+    times = []
+    with torch.no_grad():
+        for start in range(0, X.shape[0] - batch + 1, batch):
+            z = module.encoder(torch.as_tensor(est._scale(X[start:start + batch])))
+            module.bottleneck(z)  # warm-up of this shape
+            t0 = time.perf_counter()
+            module.bottleneck(z)
+            times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.mean(times))
+
+
+def run(bottleneck, X_train, X_test, image_shape, config, seed):
+    from skvq.neural._autoencoder import VQAutoencoder
+
+    est = VQAutoencoder(bottleneck, image_shape=image_shape, scaling=None, random_state=seed,
+                        device="cpu", **config)
+    t0 = time.perf_counter()
+    est.fit(X_train)
+    fit_s = time.perf_counter() - t0
+    stats = est.bottleneck_stats(X_test)
+    stats["quant_ms"] = quantization_ms(est, X_test)
+    stats["fit_s"] = fit_s
+    return stats
+
+
+def main():
+    args = parse_args(__doc__)
+    sys.argv[:] = ARGV  # the report's command line shows --seeds and --epochs too
+    import torch
+
+    torch.set_num_threads(1)
+    quick = args.quick
+    n_seeds = 1 if quick else N_SEEDS
+    config = dict(codebook_size=64, latent_dim=8, hidden_size=32, n_downsample=2,
+                  max_epochs=1 if quick else N_EPOCHS, batch_size=128,
+                  lr=2e-3)
+    if quick:
+        config.update(hidden_size=8, n_downsample=1, codebook_size=16)
+    sets = load_sets(quick)
+    started = time.perf_counter()
+    results = {}  # (set, method) -> array (n_seeds, n_metrics)
+    for set_name, (X_train, X_test, shape, _) in sets.items():
+        for row, bottleneck in METHODS:
+            runs = []
+            for seed in range(n_seeds):
+                stats = run(bottleneck, X_train, X_test, shape, config, seed)
+                runs.append([stats[m] for m in METRICS])
+                print(f"{set_name:10s} {row:28s} seed {seed}: " + ", ".join(
+                    f"{m} {stats[m]:.4g}" for m in METRICS), flush=True)
+            results[set_name, row] = np.array(runs)
+    total = time.perf_counter() - started
+
+    # -- report ----------------------------------------------------------------------------
+    lines = header("SCQ Table 1 analog: every bottleneck in one autoencoder", args, 1,
+                   note="one training run per seed; quantization time: mean over the test "
+                        "batches of one forward pass each, after one warm-up pass")
+    lines += [
+        f"torch {torch.__version__} (CPU, `torch.set_num_threads(1)`), skorch "
+        f"{__import__('skorch').__version__}.",
+        "",
+        f"Autoencoder (every row): `VQAutoencoder(bottleneck=..., image_shape=(C, H, W), "
+        f"codebook_size={config['codebook_size']}, latent_dim={config['latent_dim']}, "
+        f"hidden_size={config['hidden_size']}, n_downsample={config['n_downsample']}, "
+        f"max_epochs={config['max_epochs']}, batch_size={config['batch_size']}, "
+        f"lr={config['lr']}, scaling=None)`, Adam, seeds 0 to {n_seeds - 1}; "
+        f"`SCQVAE` is `SCQ()`'s bottleneck with its defaults (alpha=1, Algorithm 2). "
+        f"Mean over {n_seeds} seed{'s' if n_seeds > 1 else ''} (the paper: 5 runs of 50 "
+        f"epochs on a GPU; "
+        + ("this run: fewer seeds and epochs to fit a 2-CPU machine shared with other "
+           "jobs in ~45 minutes)." if n_seeds < 5 else "this run: fewer epochs).")
+        + f" Total time {total / 60:.1f} min.",
+        "",
+        "Columns: **MSE** reconstruction MSE per pixel (the decoder fed with the "
+        "bottleneck's output, as in training and as the paper measures it: for SCQ the "
+        "convex combinations `C P*`); **code MSE** the MSE of "
+        "`inverse_transform(transform(X))`, decoding the hard codes only (for SCQ the argmax "
+        "of `P*`; identical to MSE for the hard quantizers); **quant err** mean of "
+        "`||z_e - z_q||^2 / d`; **perplexity** and **usage** of the hard codes over the test "
+        "set (RQVAE: mean over its two stages, each of K codewords; its code has K^2 "
+        "values); **quant ms** one bottleneck forward pass on the latents of 128 test "
+        "images; **fit s** training time.",
+        "",
+    ]
+    for set_name, (X_train, X_test, shape, description) in sets.items():
+        lines += [f"## {set_name}", "", f"{description}; `image_shape={shape}`, "
+                  f"{X_train.shape[0]} train / {X_test.shape[0]} test rows.", ""]
+        rows = []
+        for row, _ in METHODS:
+            r = results[set_name, row]
+            mean, std = r.mean(0), r.std(0)
+            rows.append([row, f"{1e3 * mean[0]:.2f} ± {1e3 * std[0]:.2f}",
+                         f"{1e3 * mean[1]:.2f}", f"{mean[2]:.3g}",
+                         f"{mean[3]:.2f} ± {std[3]:.2f}", f"{mean[4]:.2f}",
+                         f"{mean[5]:.2f}", f"{mean[6]:.1f}"])
+        lines += table(["method", "MSE (1e-3)", "code MSE (1e-3)", "quant err",
+                        "perplexity", "usage", "quant ms", "fit s"], rows)
+    lines += ["The paper's Table 1 on CIFAR-10 (50 epochs, 5 runs, GPU), for the direction "
+              "only (other data, architecture and sizes):", ""]
+    lines += table(["method", "MSE (1e-3)", "quant err", "perplexity", "quant ms"],
+                   [[k, *v] for k, v in PAPER_CIFAR.items()])
+
+    # -- goals -----------------------------------------------------------------------------
+    goal_rows = []
+    for set_name in sets:
+        mean = {row: results[set_name, row].mean(0) for row, _ in METHODS}
+        scq = mean["SCQVAE"]
+        others = {k: v for k, v in mean.items() if k != "SCQVAE"}
+        best_mse = min(others, key=lambda k: others[k][0])
+        best_qe = min(others, key=lambda k: others[k][2])
+        best_pp = max(others, key=lambda k: others[k][3])
+        ratio = mean["VQVAE"][0] / scq[0]
+        for goal, measured, ok in [
+            ("SCQ lowest reconstruction MSE", f"SCQ {1e3 * scq[0]:.2f}e-3, best other "
+             f"{best_mse} {1e3 * others[best_mse][0]:.2f}e-3", scq[0] < others[best_mse][0]),
+            ("SCQ lowest quantization error", f"SCQ {scq[2]:.3g}, best other {best_qe} "
+             f"{others[best_qe][2]:.3g}", scq[2] < others[best_qe][2]),
+            ("SCQ highest perplexity", f"SCQ {scq[3]:.2f}, best other {best_pp} "
+             f"{others[best_pp][3]:.2f}", scq[3] > others[best_pp][3]),
+            ("SCQ MSE at least 3x lower than VQVAE", f"VQVAE / SCQ = {ratio:.2f}x",
+             ratio >= 3.0),
+        ]:
+            goal_rows.append([set_name, goal, measured, verdict(ok)])
+    lines += ["## Goals", ""]
+    lines += table(["data", "goal", "measured", "verdict"], goal_rows)
+
+    # -- figure ----------------------------------------------------------------------------
+    plt = pyplot()
+    fig, axes = plt.subplots(len(sets), 3, figsize=(15, 3.6 * len(sets)), squeeze=False)
+    names = [row for row, _ in METHODS]
+    for i, set_name in enumerate(sets):
+        data = np.array([results[set_name, row] for row in names])  # (methods, seeds, metrics)
+        for j, (col, label, log) in enumerate([(0, "reconstruction MSE (test)", True),
+                                               (2, "quantization error", True),
+                                               (3, "perplexity (K=%d)" % config["codebook_size"],
+                                                False)]):
+            ax = axes[i, j]
+            colors = ["C3" if n == "SCQVAE" else "C0" for n in names]
+            ax.barh(range(len(names)), data[:, :, col].mean(1), xerr=data[:, :, col].std(1),
+                    color=colors)
+            if col == 0:
+                ax.scatter(data[:, :, 1].mean(1), range(len(names)), marker="|", s=200,
+                           color="k", label="from hard codes", zorder=3)
+                ax.legend(fontsize=8, loc="lower right")
+            ax.set_yticks(range(len(names)))
+            ax.set_yticklabels(names if j == 0 else [], fontsize=8)
+            if log:
+                ax.set_xscale("log")
+            ax.set_title(f"{set_name}: {label}", fontsize=10)
+    fig.tight_layout()
+    savefig(fig, f"{args.out}/bench_scq_table1.png")
+    lines += ["![SCQ Table 1 analog](bench_scq_table1.png)", ""]
+    write(f"{args.out}/bench_scq_table1.md", lines)
+    return 0
+
+
+def _pop_option(flag, default):
+    """Take ``flag VALUE`` out of ``sys.argv`` (``_common.parse_args`` knows only --quick and
+    --out); return the value, or ``default``."""
+    if flag in sys.argv:
+        i = sys.argv.index(flag)
+        value = sys.argv[i + 1]
+        del sys.argv[i:i + 2]
+        return value
+    return default
+
+
+if __name__ == "__main__":
+    ARGV = list(sys.argv)
+    N_SEEDS = int(_pop_option("--seeds", 3))
+    N_EPOCHS = int(_pop_option("--epochs", 10))
+    sys.exit(main())
