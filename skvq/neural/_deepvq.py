@@ -1,0 +1,871 @@
+"""DeepVQ (Le Tan et al., 2018) and its Table 1 baselines DCN and MDCN, as skvq quantizers.
+
+Each estimator is a plain scikit-learn estimator (a :class:`skvq.base.BaseQuantizer`) that
+builds a skorch ``NeuralNet`` in ``fit`` and keeps it as ``net_``. This module imports torch
+and skorch; :mod:`skvq.neural` loads it lazily.
+"""
+
+import numbers
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from skorch import NeuralNet
+from skorch.callbacks import PrintLog, ProgressBar
+from skorch.dataset import unpack_data
+
+from .._kmeans import kmeans, nearest_centroid
+from ..base import BaseQuantizer, code_dtype
+from ._deepvq_modules import AutoEncoder, binary_penalty_step, frozen_batch_statistics
+from ._torch_utils import resolve_device, seed_everything
+
+__all__ = ["DCN", "DeepVQ", "MDCN", "binary_penalty_step", "pack_codes", "unpack_codes"]
+
+
+# -- packed codes -----------------------------------------------------------------------------
+def pack_codes(bits):
+    """Pack rows of bits into bytes (``numpy.packbits`` along the rows, big-endian bit order).
+
+    Parameters
+    ----------
+    bits : array-like of shape (n_samples, n_bits)
+        Entries in ``{0, 1}``, as returned by :meth:`DeepVQ.transform`.
+
+    Returns
+    -------
+    packed : ndarray of shape (n_samples, ceil(n_bits / 8)), dtype uint8
+        Bit ``j`` of a row is bit ``7 - j % 8`` of byte ``j // 8``; the unused low bits of
+        the last byte are 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvq.neural._deepvq import pack_codes, unpack_codes
+    >>> bits = np.array([[1, 0, 1, 1, 0, 0, 0, 0, 1, 1]], dtype=np.uint8)
+    >>> pack_codes(bits)
+    array([[176, 192]], dtype=uint8)
+    >>> unpack_codes(pack_codes(bits), 10)
+    array([[1, 0, 1, 1, 0, 0, 0, 0, 1, 1]], dtype=uint8)
+    """
+    bits = np.asarray(bits)
+    if bits.ndim != 2:
+        raise ValueError(f"bits must be a 2-D array, got shape {bits.shape}.")
+    if bits.size and (bits.min() < 0 or bits.max() > 1):
+        raise ValueError("bits must contain only 0 and 1.")
+    return np.packbits(bits.astype(np.uint8), axis=1)
+
+
+def unpack_codes(packed, n_bits):
+    """Inverse of :func:`pack_codes`: ``(n, ceil(n_bits / 8))`` bytes to ``(n, n_bits)`` bits.
+
+    Parameters
+    ----------
+    packed : array-like of shape (n_samples, ceil(n_bits / 8)), integers in [0, 255]
+    n_bits : int
+
+    Returns
+    -------
+    bits : ndarray of shape (n_samples, n_bits), dtype uint8
+    """
+    packed = np.asarray(packed)
+    n_bytes = -(-int(n_bits) // 8)
+    if packed.ndim != 2 or packed.shape[1] != n_bytes:
+        raise ValueError(f"packed codes must have shape (n_samples, {n_bytes}) for "
+                         f"n_bits={n_bits}, got {packed.shape}.")
+    return np.unpackbits(packed.astype(np.uint8), axis=1, count=int(n_bits))
+
+
+# -- the skorch nets ---------------------------------------------------------------------------
+class _DeepVQNet(NeuralNet):
+    """skorch net whose training step is DeepVQ's alternation: B-step (eq. 6-8), W-step (eq. 5).
+
+    The estimator sets ``deepvq_config`` (a dict) after construction.
+    """
+
+    def train_step_single(self, batch, **fit_params):
+        self._set_training(True)
+        Xi, _ = unpack_data(batch)
+        x = Xi.to(self.device) if isinstance(Xi, torch.Tensor) else torch.as_tensor(
+            Xi, device=self.device)
+        cfg = self.deepvq_config
+        module = self.module_
+        n = x.shape[0]
+        epoch = len(self.history) - 1
+        gamma = cfg["gamma"]
+        if epoch < cfg["warmup_epochs"]:
+            # Optional warm-up: stochastic bits, P(b = 1) = (1 + f) / 2, straight-through
+            # gradient to the encoder (not the paper's method; see DeepVQ's Notes).
+            f = module.encode(x)
+            u = torch.rand_like(f)
+            b = torch.where(u < (1.0 + f) / 2.0, 1.0, -1.0).to(f.dtype)
+            rec = module.decode(f + (b - f).detach())
+            loss = torch.sum((rec - x) ** 2) / n
+            n_rounded = 0
+        else:
+            with frozen_batch_statistics(module):
+                with torch.no_grad():
+                    f0 = module.encode(x)
+
+                def h(B):  # eq. (6), W fixed
+                    return torch.sum((module.decode(B) - x) ** 2) + gamma * torch.sum((f0 - B) ** 2)
+
+                B, n_rounded = binary_penalty_step(
+                    h, f0, rho=cfg["rho"], rho_growth=cfg["rho_growth"], n_iter=cfg["b_iter"],
+                    step_size=cfg["b_step_size"], penalty=cfg["penalty"])
+            # W-step, eq. (5) with B fixed; per-sample sums averaged over the batch.
+            f = module.encode(x)
+            rec = module.decode(B)
+            loss = (torch.sum((rec - x) ** 2) + gamma * torch.sum((f - B) ** 2)) / n
+        loss.backward()
+        self.history.record_batch("n_rounded", n_rounded)
+        return {"loss": loss, "y_pred": rec}
+
+
+class _DCNNet(NeuralNet):
+    """skorch net for DCN (eq. 9) and MDCN (eq. 10); ``dcn_config`` set by the estimator.
+
+    ``dcn_config["mode"]`` is ``"pretrain"`` (plain reconstruction), ``"dcn"`` or ``"mdcn"``;
+    the centroids ``C`` and their counts live in ``dcn_config`` as tensors during ``fit``.
+    """
+
+    def train_step_single(self, batch, **fit_params):
+        self._set_training(True)
+        Xi, _ = unpack_data(batch)
+        x = Xi.to(self.device) if isinstance(Xi, torch.Tensor) else torch.as_tensor(
+            Xi, device=self.device)
+        cfg = self.dcn_config
+        module = self.module_
+        n = x.shape[0]
+        f = module.encode(x)
+        if cfg["mode"] == "pretrain":
+            rec = module.decode(f)
+            loss = torch.sum((rec - x) ** 2) / n
+        else:
+            C, counts = cfg["centroids"], cfg["counts"]
+            with torch.no_grad():
+                s = torch.cdist(f.detach(), C).argmin(dim=1)  # assignment step, W fixed
+            c = C[s]
+            rec = module.decode(f if cfg["mode"] == "dcn" else c)
+            loss = (torch.sum((rec - x) ** 2)
+                    + 0.5 * cfg["lam"] * torch.sum((f - c) ** 2)) / n
+            with torch.no_grad():
+                # DCN's centroid update: c_k <- c_k - (1 / count_k) (c_k - f(x_i)), applied
+                # to the batch at once (the mean of the batch's points of cluster k).
+                k = C.shape[0]
+                n_k = torch.bincount(s, minlength=k).to(C.dtype)
+                sums = torch.zeros_like(C).index_add_(0, s, f.detach())
+                counts += n_k
+                hit = n_k > 0
+                C[hit] += (sums[hit] - n_k[hit, None] * C[hit]) / counts[hit, None]
+        loss.backward()
+        return {"loss": loss, "y_pred": rec}
+
+
+# -- shared estimator machinery ----------------------------------------------------------------
+_COMMON_PARAMS = {
+    "hidden_sizes": ["array-like"],
+    "optimizer": [StrOptions({"adam", "sgd"})],
+    "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+    "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+    "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
+    "max_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+    "device": [str, None],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+}
+
+
+class _NeuralQuantizer(BaseQuantizer):
+    """Scaling, device, seeding and skorch plumbing shared by DeepVQ, DCN and MDCN."""
+
+    def _check_hidden(self, name="hidden_sizes", value=None):
+        value = self.hidden_sizes if value is None else value
+        sizes = tuple(value)
+        if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1
+                   for h in sizes):
+            raise ValueError(f"{name} must be a sequence of positive ints, got {value!r}.")
+        return tuple(int(h) for h in sizes)
+
+    def _setup_fit(self, X):
+        """Validate ``X``; set the scaling, device and seed; return float32 scaled data."""
+        X, _ = self._validate_fit_data(X)
+        if X.shape[0] < 2:
+            raise ValueError(f"n_samples={X.shape[0]}: a neural quantizer needs at least 2 "
+                             "samples (batch normalisation needs 2 per batch).")
+        self.device_ = resolve_device(self.device)
+        seed_everything(self.random_state)
+        # The paper scales the data to [-1, 1]; one affine map for all features (a per-feature
+        # map would weight the error of nearly constant features up).
+        low, high = float(X.min()), float(X.max())
+        self.data_center_ = (high + low) / 2.0
+        self.data_scale_ = (high - low) / 2.0 if high > low else 1.0
+        self.dtype_ = X.dtype
+        return self._scale(X)
+
+    def _scale(self, X):
+        return ((np.asarray(X, dtype=np.float64) - self.data_center_)
+                / self.data_scale_).astype(np.float32)
+
+    def _unscale(self, Y):
+        return (np.asarray(Y, dtype=np.float64) * self.data_scale_
+                + self.data_center_).astype(self.dtype_)
+
+    def _callbacks(self):
+        if self.verbose >= 2:
+            return [ProgressBar()]
+        return []
+
+    def _make_net(self, cls, module, max_epochs, lr=None):
+        optimizer = torch.optim.Adam if self.optimizer == "adam" else torch.optim.SGD
+        kwargs = {"optimizer__weight_decay": self.weight_decay}
+        if self.optimizer == "sgd":
+            kwargs["optimizer__momentum"] = 0.9  # the paper's alpha
+        return cls(
+            module=module, criterion=torch.nn.MSELoss, optimizer=optimizer,
+            lr=self.lr if lr is None else lr, max_epochs=max_epochs,
+            batch_size=self.batch_size, iterator_train__shuffle=True, train_split=None,
+            device=self.device_, callbacks=self._callbacks(),
+            verbose=int(bool(self.verbose)), **kwargs)
+
+    def _to_tensor(self, X):
+        return torch.as_tensor(self._scale(X), device=self.device_)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # skorch maps a CUDA net to the CPU when CUDA is missing; follow it.
+        if "net_" in state and "device_" in state:
+            self.device_ = str(self.net_.device)
+
+
+def _needs_drop_last(n_samples, batch_size):
+    # A last batch of one sample breaks BatchNorm in training mode: drop it (skorch passes
+    # drop_last to the DataLoader) unless the data are smaller than a batch.
+    return n_samples % batch_size == 1 and n_samples > batch_size
+
+
+# -- DeepVQ ---------------------------------------------------------------------------------
+class DeepVQ(_NeuralQuantizer):
+    """DeepVQ: a binary auto-encoder whose encoder outputs the L-bit code (Le Tan et al., 2018).
+
+    An encoder network ``f`` maps a vector to ``L`` numbers in ``(-1, 1)``; the code is
+    ``sign(f(x))``, stored as ``L`` bits; a decoder network ``g`` maps the code back. No
+    codebook of ``2**L`` codewords is stored or searched, so encoding costs one forward pass
+    whatever ``L``. Training follows the paper's alternating optimisation of
+
+    .. math::
+
+        \\min_{W_1, W_2, B}\\; \\|g(B) - X\\|_F^2 + \\gamma \\|f(X) - B\\|_F^2
+        \\quad \\text{s.t.}\\quad B \\in \\{-1, 1\\}^{N \\times L}  \\qquad (4)
+
+    on every mini-batch: the **B-step** (eq. 6-8) solves for binary ``B`` with the networks
+    fixed by the exact penalty method of Yuan and Ghanem (:func:`binary_penalty_step`), then
+    the **W-step** (eq. 5) takes one optimizer step on the networks' weights with ``B`` fixed.
+
+    Read more in the :ref:`User Guide <deepvq>`.
+
+    Parameters
+    ----------
+    n_bits : int, default=16
+        Code length ``L`` (bits per vector).
+    hidden_sizes : tuple of int, default=(500, 255)
+        Encoder hidden widths (the paper's 500, 255); each hidden layer is
+        ``Linear -> tanh -> BatchNorm``, the code layer ``Linear -> tanh``.
+    tied_weights : bool, default=True
+        Decoder mirrored from the encoder with the transposed encoder weights (the paper);
+        False gives the decoder its own weights.
+    decoder_hidden : tuple of int or None, default=None
+        Decoder hidden widths from the code outwards (needs ``tied_weights=False``); None
+        mirrors the encoder. A wider decoder is one of the documented improvements.
+    dropout : float, default=0.0
+        Dropout rate after each decoder hidden layer (an improvement, not in the paper).
+    gamma : float, default=1.0
+        ``gamma`` of eq. (4)-(6): weight of ``||f(X) - B||^2`` (the paper uses 1).
+    rho : float, default=0.05
+        Initial penalty ``rho`` of eq. (8) in each B-step (the paper's 0.05).
+    rho_growth : float, default=1.5
+        ``rho`` is multiplied by this after every inner iteration of a B-step, so that ``B``
+        ends exactly binary (the schedule the paper leaves open).
+    b_iter : int, default=10
+        Inner iterations (alternations of ``V`` and ``B``) per B-step, per batch (paper: 10).
+    b_step_size : float, default=0.05
+        Projected-gradient step on ``B`` in the B-step.
+    penalty : {"squared", "linear"}, default="squared"
+        The B-step's penalty on ``<B, V> = NL``: eq. (8)'s ``rho (<B, V> - NL)^2`` or
+        Yuan and Ghanem's exact ``rho (NL - <B, V>)``; see :func:`binary_penalty_step`.
+    pretrain_epochs : int, default=0
+        Epochs of greedy layer-wise pre-training (Bengio et al., 2007) before the
+        alternating training, as in the paper: each layer is trained as a one-layer
+        auto-encoder on the previous layer's output. 0 skips it.
+    warmup_epochs : int, default=0
+        Epochs, counted within ``max_epochs``, that replace the B-step by stochastic bits
+        with a straight-through gradient (an improvement, not in the paper).
+    finetune_epochs : int, default=0
+        Epochs after the alternating training that fit the decoder alone to the codes used
+        at test time, ``sign(f(X))``, with the encoder frozen (an improvement).
+    optimizer : {"adam", "sgd"}, default="adam"
+        W-step optimizer; "sgd" is SGD with momentum 0.9 (the paper, with ``lr=1e-5``).
+    lr : float, default=1e-3
+        Learning rate of the W-step.
+    weight_decay : float, default=0.0
+        L2 penalty of the optimizer.
+    batch_size : int, default=128
+        Mini-batch size (the paper's 128); each batch gets its own B-step.
+    max_epochs : int, default=20
+        Epochs of alternating training (the paper: 3).
+    device : str, default="auto"
+        "auto" (CUDA when available), "cpu" or "cuda". The resolved device is ``device_``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds torch (initialisation, shuffling, stochastic bits).
+    verbose : int, default=0
+        0: silent; 1: skorch's epoch log; 2: a progress bar per epoch too.
+
+    Attributes
+    ----------
+    net_ : skorch.NeuralNet
+        The trained net; ``net_.module_`` is the :class:`torch.nn.Module` auto-encoder.
+    device_ : str
+        Device the net lives on.
+    bits_per_sample_ : float
+        ``n_bits``.
+    n_rounded_ : int
+        Entries of ``B`` rounded at the end of a B-step because they had not reached the
+        faces of the box (0 when the penalty schedule binarises ``B`` by itself).
+    history_ : list of dict
+        skorch's per-epoch history (``train_loss``, ``dur``).
+    data_center_, data_scale_ : float
+        The affine map to ``[-1, 1]``: ``X_scaled = (X - data_center_) / data_scale_``.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen in ``fit``, when ``X`` has string column names.
+
+    See Also
+    --------
+    DCN : deep clustering network baseline (k-means in a learned latent space).
+    skvq.PQ : product quantization.
+
+    Notes
+    -----
+    Symbols: ``L`` = ``n_bits``, ``gamma`` = ``gamma``, ``rho`` = ``rho``; ``eta`` (the
+    learning rate) = ``lr``; the momentum ``alpha`` is 0.9 with ``optimizer="sgd"``.
+
+    Choices the paper leaves open, made here:
+
+    - ``B`` is solved per mini-batch (``N`` = the batch), started from ``f(X)``;
+    - the V-step of eq. (8) is solved in closed form (``V = sqrt(NL) B / ||B||``), the
+      B-step by one projected gradient step per inner iteration;
+      ``rho`` grows geometrically; entries still inside the box at the end are rounded
+      (counted in ``n_rounded_``);
+    - the code layer has ``tanh`` but no batch normalisation (which would leave the box
+      ``[-1, 1]`` that ``B`` lives in); the decoder's output layer is linear;
+    - the W-step loss is eq. (5) summed over features and averaged over the batch;
+    - in the B-step, batch normalisation uses the batch's statistics but its running
+      averages are not updated, and dropout is off.
+
+    Codes: ``transform`` returns ``(n, L)`` bits ``1[f(x) >= 0]`` (``b = 2 * bit - 1``);
+    :meth:`pack_codes` packs them into ``ceil(L / 8)`` bytes per row, and
+    ``inverse_transform`` accepts either form.
+
+    References
+    ----------
+    D.-K. Le Tan, H. Le, T. Hoang, T.-T. Do and N.-M. Cheung, "DeepVQ: A Deep Network
+    Architecture for Vector Quantization", CVPR Workshops, 2018.
+
+    G. Yuan and B. Ghanem, "An exact penalty method for binary optimization based on MPEC
+    formulation", AAAI, 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvq.neural import DeepVQ
+    >>> X = np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32)
+    >>> q = DeepVQ(n_bits=8, hidden_sizes=(32,), max_epochs=5, random_state=0).fit(X)
+    >>> bits = q.transform(X)
+    >>> bits.shape, bits.dtype, q.pack_codes(bits).shape
+    ((200, 8), dtype('uint8'), (200, 1))
+    >>> q.inverse_transform(bits).shape
+    (200, 16)
+    """
+
+    _parameter_constraints = {
+        **_COMMON_PARAMS,
+        "n_bits": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tied_weights": ["boolean"],
+        "decoder_hidden": ["array-like", None],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "gamma": [Interval(numbers.Real, 0, None, closed="left")],
+        "rho": [Interval(numbers.Real, 0, None, closed="neither")],
+        "rho_growth": [Interval(numbers.Real, 1, None, closed="left")],
+        "b_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "b_step_size": [Interval(numbers.Real, 0, None, closed="neither")],
+        "penalty": [StrOptions({"squared", "linear"})],
+        "pretrain_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "finetune_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+    }
+
+    def __init__(self, n_bits=16, *, hidden_sizes=(500, 255), tied_weights=True,
+                 decoder_hidden=None, dropout=0.0, gamma=1.0, rho=0.05, rho_growth=1.5,
+                 b_iter=10, b_step_size=0.05, penalty="squared", pretrain_epochs=0, warmup_epochs=0,
+                 finetune_epochs=0, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                 batch_size=128, max_epochs=20, device="auto", random_state=None, verbose=0):
+        self.n_bits = n_bits
+        self.hidden_sizes = hidden_sizes
+        self.tied_weights = tied_weights
+        self.decoder_hidden = decoder_hidden
+        self.dropout = dropout
+        self.gamma = gamma
+        self.rho = rho
+        self.rho_growth = rho_growth
+        self.b_iter = b_iter
+        self.b_step_size = b_step_size
+        self.penalty = penalty
+        self.pretrain_epochs = pretrain_epochs
+        self.warmup_epochs = warmup_epochs
+        self.finetune_epochs = finetune_epochs
+        self.optimizer = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the encoder and decoder by alternating B-steps and W-steps.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training vectors, at least 2.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            Fitted quantizer.
+        """
+        hidden = self._check_hidden()
+        decoder_hidden = (None if self.decoder_hidden is None
+                          else self._check_hidden("decoder_hidden", self.decoder_hidden))
+        if self.tied_weights and decoder_hidden is not None and decoder_hidden != hidden[::-1]:
+            raise ValueError("decoder_hidden must be None (the mirrored encoder) when "
+                             "tied_weights=True; set tied_weights=False for another decoder.")
+        if self.warmup_epochs > self.max_epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} is larger than "
+                             f"max_epochs={self.max_epochs}.")
+        Xs = self._setup_fit(X)
+        module = AutoEncoder(Xs.shape[1], hidden, self.n_bits, code_activation="tanh",
+                             tied=self.tied_weights, decoder_hidden=decoder_hidden,
+                             dropout=self.dropout)
+        if self.pretrain_epochs:
+            self._pretrain(module, Xs)
+        net = self._make_net(_DeepVQNet, module, self.max_epochs)
+        if _needs_drop_last(Xs.shape[0], self.batch_size):
+            net.set_params(iterator_train__drop_last=True)
+        net.deepvq_config = {
+            "gamma": float(self.gamma), "rho": float(self.rho),
+            "rho_growth": float(self.rho_growth), "b_iter": int(self.b_iter),
+            "b_step_size": float(self.b_step_size), "penalty": self.penalty,
+            "warmup_epochs": int(self.warmup_epochs),
+        }
+        net.initialize()
+        net.module_.load_state_dict(module.state_dict())
+        if self.max_epochs:
+            net.partial_fit(Xs, None)
+        n_rounded = sum(sum(b.get("n_rounded", 0) for b in epoch["batches"])
+                        for epoch in net.history)
+        if self.finetune_epochs:
+            self._finetune_decoder(net, Xs)
+        net.module_.eval()
+        del net.deepvq_config
+        self.net_ = net
+        self.history_ = [{k: v for k, v in row.items() if k != "batches"} for row in net.history]
+        self.n_rounded_ = int(n_rounded)
+        self.bits_per_sample_ = float(self.n_bits)
+        return self
+
+    # -- optional training stages ---------------------------------------------------------
+    def _plain_net(self, module, max_epochs, n_samples):
+        net = self._make_net(NeuralNet, module, max_epochs)
+        if _needs_drop_last(n_samples, self.batch_size):
+            net.set_params(iterator_train__drop_last=True)
+        return net
+
+    def _pretrain(self, module, Xs):
+        """Greedy layer-wise pre-training: each encoder layer as a one-layer auto-encoder."""
+        inputs = Xs
+        n_layers = len(module.enc)
+        for k in range(n_layers):
+            last = k == n_layers - 1
+            enc = module.enc[k]
+            if module.tied:
+                decoder, bias = None, module.dec_bias[n_layers - 1 - k]
+            else:
+                decoder, bias = module.dec[n_layers - 1 - k], None
+                if decoder.weight.shape != enc.weight.t().shape:
+                    # a decoder wider than the mirror: pre-train against a throw-away layer
+                    decoder = torch.nn.Linear(enc.out_features, enc.in_features)
+            layer = _OneLayerAE(enc, None if last else module.enc_bn[k],
+                                decoder_bias=bias, decoder=decoder)
+            net = self._plain_net(layer, self.pretrain_epochs, inputs.shape[0])
+            net.initialize()
+            net.module_ = layer.to(self.device_)
+            net.initialize_optimizer()
+            net.partial_fit(inputs, inputs)
+            layer.eval()
+            with torch.no_grad():
+                inputs = layer.hidden(torch.as_tensor(inputs, device=self.device_)).cpu().numpy()
+        module.to("cpu")
+
+    def _finetune_decoder(self, net, Xs):
+        """Fit the decoder to the test-time codes ``sign(f(X))``, encoder frozen."""
+        module = net.module_
+        module.eval()
+        with torch.no_grad():
+            codes = []
+            for start in range(0, Xs.shape[0], 4096):
+                x = torch.as_tensor(Xs[start:start + 4096], device=self.device_)
+                codes.append(torch.where(module.encode(x) >= 0, 1.0, -1.0).cpu())
+            codes = torch.cat(codes).numpy()
+        dec = _DecoderOnly(module)
+        ft = self._plain_net(dec, self.finetune_epochs, Xs.shape[0])
+        ft.initialize()
+        ft.module_ = dec.to(self.device_)
+        ft.initialize_optimizer()
+        ft.partial_fit(codes, Xs)
+        net.history.extend(ft.history)
+
+    # -- the contract's hooks -------------------------------------------------------------
+    def _n_code_columns(self):
+        return self.n_bits
+
+    def _code_cardinality(self):
+        return 2
+
+    def _bytes_per_row(self):
+        widths = sum(self._check_hidden()) + self.n_features_in_ + self.n_bits
+        return 4 * widths * 4
+
+    def _encode(self, X):
+        module = self.net_.module_
+        module.eval()
+        with torch.no_grad():
+            f = module.encode(self._to_tensor(X))
+        return (f >= 0).to(torch.uint8).cpu().numpy()
+
+    def _decode(self, codes):
+        module = self.net_.module_
+        module.eval()
+        b = torch.as_tensor(2.0 * np.asarray(codes, dtype=np.float32) - 1.0, device=self.device_)
+        with torch.no_grad():
+            rec = module.decode(b).cpu().numpy()
+        return self._unscale(rec)
+
+    # -- packed codes ---------------------------------------------------------------------
+    def pack_codes(self, bits):
+        """Pack ``(n, n_bits)`` bits into ``(n, ceil(n_bits / 8))`` uint8 bytes.
+
+        Parameters
+        ----------
+        bits : array-like of shape (n_samples, n_bits)
+            Output of :meth:`transform`.
+
+        Returns
+        -------
+        packed : ndarray of shape (n_samples, ceil(n_bits / 8)), dtype uint8
+            See :func:`pack_codes` for the bit order.
+        """
+        check_is_fitted(self)
+        bits = BaseQuantizer._check_codes(self, bits)
+        return pack_codes(bits)
+
+    def unpack_codes(self, packed):
+        """Unpack bytes from :meth:`pack_codes` into ``(n, n_bits)`` bits (uint8)."""
+        check_is_fitted(self)
+        return self._check_codes(packed)
+
+    def _check_codes(self, codes):
+        """Accept ``(n, n_bits)`` bits or ``(n, ceil(n_bits / 8))`` packed bytes."""
+        if hasattr(codes, "to_numpy"):
+            codes = codes.to_numpy()
+        codes = np.asarray(codes)
+        n_bytes = -(-self.n_bits // 8)
+        if codes.ndim == 2 and codes.shape[1] == n_bytes and n_bytes != self.n_bits:
+            if codes.dtype == object or codes.dtype.kind not in "iu":
+                raise TypeError(f"packed codes must be integers (bytes), got dtype {codes.dtype}.")
+            if codes.size and (codes.min() < 0 or codes.max() > 255):
+                raise ValueError("packed codes out of range: expected bytes in [0, 255], got "
+                                 f"values in [{codes.min()}, {codes.max()}].")
+            pad = 8 * n_bytes - self.n_bits
+            if pad and codes.size and np.any(codes[:, -1].astype(np.uint8)
+                                             & np.uint8((1 << pad) - 1)):
+                raise ValueError(f"packed codes: the {pad} unused low bits of the last byte "
+                                 "must be 0; these are not codes from pack_codes.")
+            return unpack_codes(codes, self.n_bits)
+        try:
+            return super()._check_codes(codes)
+        except ValueError as exc:
+            if "columns" in str(exc) and n_bytes != self.n_bits:
+                raise ValueError(f"codes have {codes.shape[1]} columns; expected {self.n_bits} "
+                                 f"bits or {n_bytes} packed bytes per row.") from exc
+            raise
+
+
+class _OneLayerAE(torch.nn.Module):
+    """One encoder layer and its mirrored decoder layer, for layer-wise pre-training."""
+
+    def __init__(self, layer, bn, decoder_bias=None, decoder=None):
+        super().__init__()
+        self.layer, self.bn = layer, bn
+        self.decoder_bias, self.decoder = decoder_bias, decoder
+
+    def hidden(self, x):
+        h = torch.tanh(self.layer(x))
+        return self.bn(h) if self.bn is not None else h
+
+    def forward(self, x):
+        h = self.hidden(x)
+        if self.decoder is not None:
+            return self.decoder(h)
+        return torch.nn.functional.linear(h, self.layer.weight.t(), self.decoder_bias)
+
+
+class _DecoderOnly(torch.nn.Module):
+    """The decoder of an :class:`AutoEncoder` with the encoder frozen (for fine-tuning)."""
+
+    def __init__(self, autoencoder):
+        super().__init__()
+        self.ae = autoencoder
+        for p in self.ae.enc.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, b):
+        return self.ae.decode(b)
+
+
+# -- DCN and MDCN ----------------------------------------------------------------------------
+class DCN(_NeuralQuantizer):
+    """Deep clustering network (Yang et al., 2017) used as a vector quantizer (eq. 9).
+
+    An auto-encoder is trained jointly with k-means in its latent space:
+
+    .. math::
+
+        \\min \\sum_i \\|g(f(x_i)) - x_i\\|^2
+        + \\frac{\\lambda}{2}\\|f(x_i) - C s_i\\|^2 \\qquad (9)
+
+    The code of ``x`` is the index of the nearest of the ``K = 2**n_bits`` latent centroids
+    to ``f(x)`` and its reconstruction is ``g(c_s)``, so DCN is a VQ whose codewords are the
+    decoded centroids (stored in ``codebook_``). DeepVQ's paper uses it as a baseline.
+
+    Read more in the :ref:`User Guide <deepvq>`.
+
+    Parameters
+    ----------
+    n_bits : int, default=8
+        Code length ``L``: ``K = 2**n_bits`` clusters (at most ``n_samples``; more are
+        reduced with a warning, the rate stays ``n_bits``).
+    latent_dim : int, default=10
+        Width of the latent space ``f(x)`` (DCN's MNIST setting).
+    hidden_sizes : tuple of int, default=(500, 255)
+        Encoder hidden widths (DeepVQ's, so that Table 1 compares like with like).
+    lam : float, default=1.0
+        ``lambda`` of eq. (9)/(10): weight of the clustering term.
+    pretrain_epochs : int, default=10
+        Epochs of plain auto-encoder training before k-means initialises ``C``.
+    kmeans_iter : int, default=20
+        Lloyd iterations of that initial k-means (k-means++ seeding).
+    optimizer : {"adam", "sgd"}, default="adam"
+    lr : float, default=1e-3
+    weight_decay : float, default=0.0
+    batch_size : int, default=128
+    max_epochs : int, default=10
+        Epochs of joint training after the k-means initialisation.
+    device : str, default="auto"
+    random_state : int, RandomState instance or None, default=None
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    net_ : skorch.NeuralNet
+    device_ : str
+    centroids_ : ndarray of shape (n_clusters, latent_dim)
+        Latent centroids ``C``.
+    codebook_ : ndarray of shape (n_clusters, n_features)
+        Decoded centroids ``g(c_k)``, in the input's units.
+    n_clusters_ : int
+    bits_per_sample_ : float
+        ``n_bits``.
+    history_ : list of dict
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+
+    See Also
+    --------
+    MDCN : DCN trained to reconstruct from the centroids (eq. 10).
+    DeepVQ : binary codes straight from the encoder.
+
+    Notes
+    -----
+    Symbols: ``lambda`` = ``lam``, ``k = 2**L`` = ``2**n_bits``, ``C`` = ``centroids_``.
+    Assignments are recomputed per mini-batch with the network fixed; the centroids follow
+    DCN's incremental update with per-cluster counts (a batch's points at once).
+
+    References
+    ----------
+    B. Yang, X. Fu, N. D. Sidiropoulos and M. Hong, "Towards K-means-friendly spaces:
+    simultaneous deep learning and clustering", ICML, 2017.
+    """
+
+    _modified = False
+
+    _parameter_constraints = {
+        **_COMMON_PARAMS,
+        "n_bits": [Interval(numbers.Integral, 1, 31, closed="both")],
+        "latent_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "lam": [Interval(numbers.Real, 0, None, closed="left")],
+        "pretrain_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "kmeans_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, n_bits=8, *, latent_dim=10, hidden_sizes=(500, 255), lam=1.0,
+                 pretrain_epochs=10, kmeans_iter=20, optimizer="adam", lr=1e-3,
+                 weight_decay=0.0, batch_size=128, max_epochs=10, device="auto",
+                 random_state=None, verbose=0):
+        self.n_bits = n_bits
+        self.latent_dim = latent_dim
+        self.hidden_sizes = hidden_sizes
+        self.lam = lam
+        self.pretrain_epochs = pretrain_epochs
+        self.kmeans_iter = kmeans_iter
+        self.optimizer = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Pre-train the auto-encoder, run k-means in its latent space, then train jointly.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        hidden = self._check_hidden()
+        Xs = self._setup_fit(X)
+        n_clusters = 2**self.n_bits
+        if n_clusters > Xs.shape[0]:
+            warnings.warn(f"n_bits={self.n_bits} asks for {n_clusters} clusters but there are "
+                          f"only n_samples={Xs.shape[0]}; using {Xs.shape[0]}.", UserWarning)
+            n_clusters = Xs.shape[0]
+        module = AutoEncoder(Xs.shape[1], hidden, self.latent_dim, code_activation=None,
+                             tied=False)
+        net = self._make_net(_DCNNet, module, self.pretrain_epochs)
+        if _needs_drop_last(Xs.shape[0], self.batch_size):
+            net.set_params(iterator_train__drop_last=True)
+        net.dcn_config = {"mode": "pretrain", "lam": float(self.lam)}
+        net.initialize()
+        if self.pretrain_epochs:
+            net.partial_fit(Xs, None)
+        latent = self._latent(net, Xs)
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        centers, _, _, _ = kmeans(latent.astype(np.float64), n_clusters,
+                                  max_iter=self.kmeans_iter, rng=rng)
+        if self.max_epochs:
+            C = torch.as_tensor(centers, dtype=torch.float32, device=self.device_)
+            # Counts start at the k-means cluster sizes so that the first batches do not
+            # overwrite the k-means centroids.
+            labels = nearest_centroid(latent.astype(np.float64), centers)
+            counts = torch.as_tensor(np.bincount(labels, minlength=n_clusters),
+                                     dtype=torch.float32, device=self.device_)
+            net.dcn_config.update(mode="mdcn" if self._modified else "dcn",
+                                  centroids=C, counts=counts)
+            net.set_params(max_epochs=self.max_epochs)
+            net.partial_fit(Xs, None)
+            centers = C.cpu().numpy().astype(np.float64)
+        del net.dcn_config
+        net.module_.eval()
+        self.net_ = net
+        self.centroids_ = centers.astype(np.float32)
+        with torch.no_grad():
+            dec = net.module_.decode(torch.as_tensor(self.centroids_, device=self.device_))
+        self.codebook_ = self._unscale(dec.cpu().numpy())
+        self.n_clusters_ = int(n_clusters)
+        self.history_ = [{k: v for k, v in row.items() if k != "batches"} for row in net.history]
+        self.bits_per_sample_ = float(self.n_bits)
+        return self
+
+    def _latent(self, net, Xs):
+        module = net.module_
+        module.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, Xs.shape[0], 4096):
+                x = torch.as_tensor(Xs[start:start + 4096], device=self.device_)
+                out.append(module.encode(x).cpu().numpy())
+        module.train()
+        return np.concatenate(out)
+
+    def _n_code_columns(self):
+        return 1
+
+    def _code_cardinality(self):
+        return 2**self.n_bits
+
+    def _code_dtype(self):
+        return code_dtype(2**self.n_bits)
+
+    def _bytes_per_row(self):
+        return 8 * (self.n_features_in_ + sum(self._check_hidden()) + self.n_clusters_) * 2
+
+    def _encode(self, X):
+        module = self.net_.module_
+        module.eval()
+        with torch.no_grad():
+            f = module.encode(self._to_tensor(X)).cpu().numpy()
+        return nearest_centroid(f, self.centroids_)[:, None].astype(self._code_dtype())
+
+    def _decode(self, codes):
+        codes = np.asarray(codes)[:, 0]
+        if codes.size and codes.max() >= self.n_clusters_:
+            raise ValueError(f"codes out of range: this model has {self.n_clusters_} "
+                             f"clusters, got code {codes.max()}.")
+        return self.codebook_[codes]
+
+
+class MDCN(DCN):
+    """Modified DCN (eq. 10 of DeepVQ's paper): reconstruct from the centroid, not from f(x).
+
+    .. math::
+
+        \\min \\sum_i \\|g(C s_i) - x_i\\|^2
+        + \\frac{\\lambda}{2}\\|f(x_i) - C s_i\\|^2 \\qquad (10)
+
+    Training then sees the reconstruction the quantizer gives at test time, ``g(c_s)``.
+    Parameters, attributes and codes are those of :class:`DCN`.
+
+    Read more in the :ref:`User Guide <deepvq>`.
+
+    See Also
+    --------
+    DCN, DeepVQ
+    """
+
+    _modified = True
