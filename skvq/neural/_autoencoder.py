@@ -93,6 +93,15 @@ def make_bottleneck(name, dim, codebook_size, image_fmap=False, commitment_weigh
     raise ValueError(f"bottleneck must be one of {BOTTLENECKS}, got {name!r}.")
 
 
+def _perplexity(mass):
+    """``exp`` of the entropy of each row of ``mass`` (normalised), averaged over rows."""
+    probs = mass / np.maximum(mass.sum(1, keepdims=True), 1e-300)
+    probs = np.clip(probs, 0.0, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(1)
+    return float(np.exp(entropy).mean())
+
+
 def _n_codes(bottleneck):
     return int(getattr(bottleneck, "n_codes", bottleneck.codebook_size))
 
@@ -482,8 +491,11 @@ class _QuantizedAutoencoderBase(BaseQuantizer):
             decoded from the argmax of ``P*`` only); ``"quantization_error"``: mean of
             ``||z_e - z_q||^2 / d`` over latent vectors; ``"perplexity"``: ``exp`` of the
             entropy of the hard-code histogram over all of ``X`` (for residual VQ the mean
-            over stages, each against its own codebook); ``"usage"``: fraction of codewords
-            used at least once (likewise). All errors are in the scaled space the network
+            over stages, each against its own codebook); ``"soft_perplexity"``: the same
+            for the mean of the soft weights over all latent vectors (VQ-VAE's usual
+            perplexity with SCQ's ``P*`` or Gumbel's softmax in place of the one-hot codes;
+            equal to ``"perplexity"`` for the hard quantizers); ``"usage"``: fraction of
+            codewords used at least once by a hard code. All errors are in the scaled space the network
             works in (``scaling``), as the paper's.
         """
         check_is_fitted(self)
@@ -494,7 +506,7 @@ class _QuantizedAutoencoderBase(BaseQuantizer):
         module.eval()
         rec_sq = code_sq = q_err = 0.0
         n_vectors = 0
-        counts = None
+        counts = mass = None
         k = int(self.codebook_size)
         step = _n_rows_per_batch(self._bytes_per_row())
         with torch.no_grad():
@@ -512,14 +524,20 @@ class _QuantizedAutoencoderBase(BaseQuantizer):
                     torch.bincount(c.reshape(-1), minlength=k).cpu().numpy()
                     for c in self._stage_codes(out.codes)])
                 counts = batch_counts if counts is None else counts + batch_counts
-        probs = counts / counts.sum(1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            entropy = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(1)
+                if out.weights is None:
+                    batch_mass = batch_counts.astype(np.float64)
+                else:
+                    w = out.weights
+                    if w.ndim == 4:  # (N, K, H, W) feature maps
+                        w = w.permute(0, 2, 3, 1)
+                    batch_mass = w.reshape(-1, k).double().sum(0).cpu().numpy()[None]
+                mass = batch_mass if mass is None else mass + batch_mass
         return {
             "reconstruction_mse": rec_sq / X.size,
             "code_mse": code_sq / X.size,
             "quantization_error": q_err / n_vectors,
-            "perplexity": float(np.exp(entropy).mean()),
+            "perplexity": _perplexity(counts),
+            "soft_perplexity": _perplexity(mass),
             "usage": float((counts > 0).mean()),
         }
 
