@@ -1,5 +1,11 @@
-"""The quantizers the command line knows, by short name: one place for later issues to extend."""
+"""The quantizers the command line knows, by short name: one place for later issues to extend.
 
+A class is given either directly or as ``"module:Name"`` (the neural quantizers), imported
+only when that quantizer is built, so that listing and the classical quantizers never import
+torch.
+"""
+
+import importlib
 import importlib.util
 
 from .pq import OPQ, PQ
@@ -14,6 +20,23 @@ from .scalar import (
 
 def _l0learn_available():
     return importlib.util.find_spec("l0learn") is not None
+
+
+def _torch_available():
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "skorch"))
+
+
+def resolve_class(cls):
+    """The class of a registry entry (imports ``"module:Name"`` entries)."""
+    if isinstance(cls, str):
+        module, name = cls.split(":")
+        return getattr(importlib.import_module(module), name)
+    return cls
+
+
+def class_name(cls):
+    """The class name of a registry entry, without importing it."""
+    return cls.split(":")[1] if isinstance(cls, str) else cls.__name__
 
 
 # name -> (class, preset parameters, description, availability check or None)
@@ -50,12 +73,17 @@ def make_quantizer(name, **params):
     quantizer) are dropped, so that one set of options can build every quantizer.
     """
     if name in QUANTIZERS:
-        cls, preset, _, _ = QUANTIZERS[name]
+        cls, preset, _, available = QUANTIZERS[name]
     else:
-        matches = [(cls, {}) for cls, *_ in QUANTIZERS.values() if cls.__name__ == name]
+        matches = [(cls, {}, ok) for cls, _, _, ok in QUANTIZERS.values()
+                   if class_name(cls) == name]
         if not matches:
-            known = sorted(set(QUANTIZERS) | {c.__name__ for c, *_ in QUANTIZERS.values()})
+            known = sorted(set(QUANTIZERS) | {class_name(c) for c, *_ in QUANTIZERS.values()})
             raise ValueError(f"Unknown quantizer {name!r}; known: {', '.join(known)}.")
-        cls, preset = matches[0]
+        cls, preset, available = matches[0]
+    if available is not None and not available():
+        raise ValueError(f"Quantizer {name!r} needs an optional dependency that is not "
+                         "installed (see `skvq list` and the installation guide).")
+    cls = resolve_class(cls)
     accepted = cls().get_params()
     return cls(**{**preset, **{k: v for k, v in params.items() if k in accepted}})

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 from sklearn.base import clone
 
-from ._registry import QUANTIZERS, available_quantizers, make_quantizer
+from ._registry import QUANTIZERS, available_quantizers, class_name, make_quantizer
 
 
 def _load_array(path):
@@ -45,11 +45,20 @@ def _parse_params(pairs):
     return params
 
 
+def _describe_codebook(q):
+    """A short description of a fitted quantizer's codebook for the tables."""
+    if hasattr(q, "n_values_"):
+        return f"{q.n_values_} values"
+    if hasattr(q, "n_subspaces"):
+        return f"{q.n_subspaces} x {2**q.n_bits}"
+    return f"{q.bits_per_sample_:g} bits"
+
+
 def _cmd_list(args, out):
     available = set(available_quantizers())
     for name, (cls, preset, description, _) in QUANTIZERS.items():
         flag = "" if name in available else "  [not installed]"
-        print(f"{name:12s} {cls.__name__}{preset or ''}: {description}{flag}", file=out)
+        print(f"{name:12s} {class_name(cls)}{preset or ''}: {description}{flag}", file=out)
     return 0
 
 
@@ -96,8 +105,7 @@ def _cmd_compare(args, out):
         encode_time = time.perf_counter() - start
         mse = float(np.mean((X - q.inverse_transform(codes)) ** 2))
         print(f"{fit_time:.3f} s", file=sys.stderr, flush=True)
-        codebook = (f"{q.n_values_} values" if hasattr(q, "n_values_")
-                    else f"{q.n_subspaces} x {2**q.n_bits}")
+        codebook = _describe_codebook(q)
         rows.append((name, codebook, q.bits_per_sample_, q.bits_per_sample_ / X.shape[1],
                      mse, fit_time, encode_time))
     header = ("method", "codebook", "bits/sample", "bits/entry", "MSE", "fit s", "encode s")
@@ -118,7 +126,7 @@ def _cmd_quantize(args, out):
     np.save(args.codes, codes)
     joblib.dump(q, args.model)
     mse = float(np.mean((X - q.inverse_transform(codes)) ** 2))
-    print(f"{type(q).__name__}: {q.n_values_} values, {q.bits_per_sample_:.1f} bits/sample, "
+    print(f"{type(q).__name__}: {_describe_codebook(q)}, {q.bits_per_sample_:.1f} bits/sample, "
           f"MSE {mse:.6g}; codes {codes.shape} {codes.dtype} -> {args.codes}, "
           f"model -> {args.model}", file=out)
     return 0
