@@ -16,6 +16,22 @@ from .scalar import (
 
 __version__ = "0.1.0.dev0"
 
+# The neural quantizers, loaded from skvq.neural (and torch imported) on first access.
+_NEURAL = ("DCN", "DeepVQ", "MDCN", "SCQ", "SoftConvexQuantizer", "VQAutoencoder")
+
+
+def __getattr__(name):
+    if name in _NEURAL:
+        from . import neural
+
+        return getattr(neural, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NEURAL))
+
+# The neural names are not in __all__: `from skvq import *` must not need torch.
 __all__ = [
     "BaseQuantizer",
     "GaussianMixtureQuantizer",

@@ -8,13 +8,38 @@ raises an ``ImportError`` that says how to install it.
 import importlib
 
 # public name -> submodule that defines it
-_LAZY = {}
+_LAZY = {
+    # DeepVQ (deepvq.md) and its Table 1 baselines
+    "DeepVQ": "_deepvq",
+    "DCN": "_deepvq",
+    "MDCN": "_deepvq",
+    "pack_codes": "_deepvq",
+    "unpack_codes": "_deepvq",
+    "binary_penalty_step": "_deepvq_modules",
+    # soft convex quantization (scq.md): the layer, its solvers, the estimators
+    "SoftConvexQuantizer": "_scq_layer",
+    "project_simplex": "_simplex",
+    "scq_exact": "_simplex",
+    "scq_relaxed": "_simplex",
+    "SCQ": "_autoencoder",
+    "VQAutoencoder": "_autoencoder",
+    # the VQ bottlenecks SCQ is compared with, and their shared interface
+    "VectorQuantize": "_vq_baselines",
+    "AffineVQ": "_vq_baselines",
+    "GumbelVQ": "_vq_baselines",
+    "ResidualVQ": "_vq_baselines",
+    "Bottleneck": "_bottleneck",
+    "BottleneckOutput": "_bottleneck",
+}
 
 __all__ = sorted(_LAZY)
 
 
 def __getattr__(name):
     if name in _LAZY:
+        from ._torch_utils import import_torch
+
+        import_torch(with_skorch=True)  # a clear ImportError when torch is missing
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
