@@ -667,14 +667,14 @@ class VQAutoencoder(_QuantizedAutoencoderBase):
     --------
     >>> from sklearn.datasets import load_digits
     >>> from skvq.neural import VQAutoencoder
-    >>> X = load_digits().data
+    >>> X = load_digits().data[:300]
     >>> vq = VQAutoencoder(bottleneck="vq_replace", codebook_size=16, max_epochs=2,
     ...                    random_state=0).fit(X)
     >>> codes = vq.transform(X)
     >>> codes.shape, codes.dtype, vq.bits_per_sample_
-    ((1797, 4), dtype('uint8'), 16.0)
+    ((300, 4), dtype('uint8'), 16.0)
     >>> vq.inverse_transform(codes).shape
-    (1797, 64)
+    (300, 64)
     """
 
     _parameter_constraints = {"bottleneck": [StrOptions(set(BOTTLENECKS))], **_COMMON_PARAMS}
@@ -756,12 +756,12 @@ class SCQ(_QuantizedAutoencoderBase):
     --------
     >>> from sklearn.datasets import load_digits
     >>> from skvq.neural import SCQ
-    >>> X = load_digits().data
+    >>> X = load_digits().data[:300]
     >>> scq = SCQ(codebook_size=16, max_epochs=2, random_state=0).fit(X)
     >>> scq.transform(X).shape, scq.transform_weights(X).shape
-    ((1797, 4), (1797, 4, 16))
+    ((300, 4), (300, 4, 16))
     >>> scq.inverse_transform(scq.transform_weights(X)).shape
-    (1797, 64)
+    (300, 64)
     """
 
     _parameter_constraints = {
