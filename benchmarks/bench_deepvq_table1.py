@@ -59,8 +59,11 @@ STRETCH = {24: 0.085, 32: 0.070}
 
 PAPER_SETTINGS = dict(optimizer="sgd", lr=1e-5, max_epochs=3, pretrain_epochs=1,
                       batch_size=128, gamma=1.0, rho=0.05, b_iter=10)
-TUNED = dict(max_epochs=30, warmup_epochs=18, lr=1e-3, b_step_size=0.3, rho=1e-4,
-             rho_growth=3.0, b_iter=10, batch_size=128, gamma=1.0)
+TUNED = dict(max_epochs=30, warmup_epochs=18, lr=1e-3, dropout=0.1, b_step_size=0.3,
+             rho=1e-4, rho_growth=3.0, b_iter=10, batch_size=128, gamma=1.0)
+# Ablation: the same network and epochs with stochastic bits only (no B-step at all).
+ABLATION_LS = [24, 32]
+ABLATION = "stochastic bits only (ablation, no B-step)"
 DCN_SETTINGS = dict(latent_dim=10, pretrain_epochs=5, max_epochs=5, lam=1.0)
 
 
@@ -123,6 +126,11 @@ def main():
             if name.endswith("implementation)"):
                 curves[L] = [row["train_loss"] for row in est.history_]
             print(name, L, results[name, L][:3], flush=True)
+    for L in ([12] if args.quick else ABLATION_LS):
+        params = dict(tuned, warmup_epochs=tuned["max_epochs"])
+        est = DeepVQ(n_bits=L, hidden_sizes=hidden, device="cpu", random_state=0, **params)
+        results[ABLATION, L] = fit_eval(est, X_train, X_test) + (est,)
+        print(ABLATION, L, results[ABLATION, L][:3], flush=True)
     for L in dcn_ls:
         for cls in (DCN, MDCN):
             est = cls(n_bits=L, hidden_sizes=hidden, device="cpu", random_state=0,
@@ -175,6 +183,8 @@ def main():
         "(the paper's architecture), Adam; the first `warmup_epochs` use stochastic bits with "
         "a straight-through gradient, the remaining epochs the paper's B-step (eq. 6-8, "
         "penalty method) / W-step (eq. 5) alternation.",
+        f"- {ABLATION}: the same, with `warmup_epochs=max_epochs`: is the paper's B-step "
+        "worth its cost?",
         f"- DCN / MDCN: `{fmt(dcn_settings)}`; K = 2^L latent centroids, at most the "
         "8,000 training images (L = 15 uses 8,000 clusters: the rate is still 15 bits).",
         "- PQ/OPQ/K-means rows: quoted from `doc/benchmarks/bench_pq_table1.md` (best split "
@@ -184,7 +194,8 @@ def main():
         r = results.get((name, L))
         return f"{r[i]:.4f}" if r is not None else "-"
 
-    methods = ["DeepVQ (paper settings)", "DeepVQ (this implementation)", "DCN", "MDCN"]
+    methods = ["DeepVQ (paper settings)", "DeepVQ (this implementation)", ABLATION, "DCN",
+               "MDCN"]
     for title, idx, paper_idx in (("Test MSE", 1, 1), ("Train MSE", 0, 0)):
         lines += [f"## {title} (lower is better)", ""]
         cols = ["method"] + [f"L={L}" for L in ls]
@@ -242,7 +253,7 @@ def main():
     # -- figure -----------------------------------------------------------------------------
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for m, style in zip(methods, ["o:", "o-", "s--", "^--"]):
+    for m, style in zip(methods, ["o:", "o-", "d-.", "s--", "^--"]):
         pts = [(L, results[m, L][1]) for L in ls if (m, L) in results]
         if pts:
             ax1.plot(*zip(*pts), style, label=m)

@@ -14,11 +14,11 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
-from skorch.callbacks import PrintLog, ProgressBar
+from skorch.callbacks import ProgressBar
 from skorch.dataset import unpack_data
 
 from .._kmeans import kmeans, nearest_centroid
-from ..base import BaseQuantizer, code_dtype
+from ..base import BaseQuantizer
 from ._deepvq_modules import AutoEncoder, binary_penalty_step, frozen_batch_statistics
 from ._torch_utils import resolve_device, seed_everything
 
@@ -334,7 +334,9 @@ class DeepVQ(_NeuralQuantizer):
         Entries of ``B`` rounded at the end of a B-step because they had not reached the
         faces of the box (0 when the penalty schedule binarises ``B`` by itself).
     history_ : list of dict
-        skorch's per-epoch history (``train_loss``, ``dur``).
+        skorch's per-epoch history (``train_loss``: the W-step loss per image, eq. 5, or
+        the warm-up's reconstruction loss; ``dur``), then the fine-tuning epochs (their
+        ``train_loss`` is the mean squared error per entry).
     data_center_, data_scale_ : float
         The affine map to ``[-1, 1]``: ``X_scaled = (X - data_center_) / data_scale_``.
     n_features_in_ : int
@@ -828,9 +830,6 @@ class DCN(_NeuralQuantizer):
 
     def _code_cardinality(self):
         return 2**self.n_bits
-
-    def _code_dtype(self):
-        return code_dtype(2**self.n_bits)
 
     def _bytes_per_row(self):
         return 8 * (self.n_features_in_ + sum(self._check_hidden()) + self.n_clusters_) * 2
