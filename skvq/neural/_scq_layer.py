@@ -1,0 +1,184 @@
+r"""Soft convex quantization (SCQ) as a torch bottleneck layer (Gautam et al., 2023).
+
+:class:`SoftConvexQuantizer` is a drop-in replacement for a VQ layer in any torch model: it
+maps encoder outputs to convex combinations of its codewords (eq. 8 of the paper), solved in
+the forward pass and differentiated in the backward pass. The solvers are in
+:mod:`skvq.neural._simplex`.
+
+This module imports torch: import it only from code that already needs torch.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ._bottleneck import Bottleneck, FlatQuantization
+from ._simplex import nearest_codes, scq_exact, scq_relaxed
+
+__all__ = ["SoftConvexQuantizer"]
+
+
+class SoftConvexQuantizer(Bottleneck):
+    r"""Soft convex quantization: the best convex combination of codewords (SCQ, eq. 8).
+
+    For every input vector ``z`` (a column of the paper's :math:`Z_e^{flattened}`) the layer
+    finds convex weights :math:`p^\star` over the ``K`` codewords (the columns of ``C``):
+
+    .. math::
+
+        p^\star = \arg\min_{p \ge 0,\ 1^\top p = 1}
+        \|z - C p\|^2 + \lambda \|p - \tilde p\|^2 ,
+
+    where :math:`\tilde p` is the one-hot vector of ``z``'s nearest codeword (Alg. 1, step 2,
+    detached), and outputs :math:`C p^\star` (Alg. 1, step 4). Gradients reach both ``z`` and
+    the codebook through the optimisation problem. As :math:`\lambda \to \infty` the layer
+    becomes VQ (the output tends to the nearest codeword).
+
+    Parameters
+    ----------
+    dim : int
+        Vector length ``d`` (the paper's embedding dimension :math:`\tilde F`).
+    codebook_size : int
+        Number of codewords ``K``.
+    alpha : float, default=1.0
+        The paper's regularisation :math:`\lambda > 0` towards the VQ solution.
+    solver : {"relaxed", "exact"}, default="relaxed"
+        ``"relaxed"``: the paper's scalable relaxation (Alg. 2): the minimiser without the
+        simplex constraint, from one ``d x d`` (or ``K x K`` when ``K < d``) linear system per
+        batch, projected onto the simplex; its gradient is the exact derivative of that map.
+        ``"exact"``: eq. (8) itself, solved for every vector to the duality-gap tolerance
+        ``tol`` by a semismooth Newton method on its ``d``-dimensional dual, warm-started at
+        the relaxed solution; its gradient is obtained by implicit differentiation of the
+        KKT conditions on the active set (no unrolling).
+    n_steps : int or None, default=None
+        Only with ``solver="relaxed"``. ``None`` projects onto the simplex exactly (every
+        weight vector on the simplex); an integer ``m`` uses the paper's ``m`` alternating
+        steps ``P <- max(0, P)``, ``P <- P - (1^T P - 1) / K`` instead (Alg. 2, steps 4-5),
+        for fidelity with the paper: the weights then sum to one but can be negative.
+    tol : float, default=1e-6
+        Only with ``solver="exact"``: every vector's solve stops when its duality gap, an
+        upper bound on its suboptimality in eq. (8), is at most ``tol * (1 + objective)``.
+    max_iter : int, default=100
+        Only with ``solver="exact"``: Newton iterations at most. Vectors not converged by
+        then keep their best iterate (still on the simplex); see ``last_solver_info``.
+    commitment_weight : float, default=0.25
+        :math:`\beta` of the training term that the paper's SCQ-VAE is trained with (its
+        eq. 5, the VQ-VAE loss): the layer's ``loss`` is
+        :math:`(1 - \beta)\,\mathrm{mean}\,(sg[z] - z_q)^2 + \beta\,\mathrm{mean}\,(z - sg[z_q])^2`
+        with :math:`z_q = C p^\star`; the first term moves the codebook (through the
+        optimisation layer), the second the encoder.
+    image_fmap : bool, default=False
+        Inputs are ``(N, dim, H, W)`` feature maps instead of ``(..., dim)``.
+
+    Attributes
+    ----------
+    codebook : Parameter of shape (codebook_size, dim)
+        The codewords (rows; the paper's ``C`` is its transpose), initialised uniformly in
+        ``[-1/K, 1/K]`` as VQ-VAE's reference code and :class:`VectorQuantize`.
+    last_solver_info : SCQSolverInfo or None
+        Convergence report of the last forward pass with ``solver="exact"``.
+
+    Notes
+    -----
+    Costs for ``M`` vectors: both solvers compute the nearest codewords (one ``M x K x d``
+    product, as VQ) and the relaxed point (one more ``M x d x K`` product and an ``O(K d^2)``
+    factorisation); the exact simplex projection is a few vectorised passes over the
+    ``M x K`` matrix (a block-maximum lower bound of the threshold leaves a handful of
+    candidates per vector). The backward passes work on the supports only (``|S|`` codewords
+    per vector). The exact solver adds, per Newton iteration, one ``M x d x K`` product and
+    batched ``|S| x |S|`` Cholesky factorisations; its number of iterations grows with the
+    conditioning ``||C||_2^2 / lambda``.
+
+    The forward pass returns a :class:`~skvq.neural._bottleneck.BottleneckOutput`:
+    ``quantized`` (:math:`C p^\star` in the input's layout), ``codes`` (the hard codes
+    ``argmax p``), ``weights`` (:math:`p^\star`, the codeword axis where the vector axis
+    was), ``loss``, ``quantization_error``, ``perplexity`` and ``usage``.
+
+    References
+    ----------
+    T. Gautam, R. Pryzant, Z. Yang, C. Zhu and S. Sojoudi, "Soft Convex Quantization:
+    Revisiting Vector Quantization with Convex Optimization", 2023 (arXiv:2310.03004).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skvq.neural._scq_layer import SoftConvexQuantizer
+    >>> layer = SoftConvexQuantizer(dim=8, codebook_size=32, alpha=1.0)
+    >>> out = layer(torch.randn(4, 10, 8))
+    >>> out.quantized.shape, out.weights.shape, out.codes.shape
+    (torch.Size([4, 10, 8]), torch.Size([4, 10, 32]), torch.Size([4, 10]))
+    """
+
+    def __init__(self, dim, codebook_size, alpha=1.0, solver="relaxed", n_steps=None, tol=1e-6,
+                 max_iter=100, commitment_weight=0.25, image_fmap=False):
+        super().__init__(dim, codebook_size, image_fmap=image_fmap)
+        alpha = float(alpha)
+        if not (alpha > 0 and math.isfinite(alpha)):
+            raise ValueError(f"alpha (the paper's lambda) must be positive and finite, got {alpha}.")
+        if solver not in ("relaxed", "exact"):
+            raise ValueError(f"solver must be 'relaxed' or 'exact', got {solver!r}.")
+        if n_steps is not None:
+            if solver != "relaxed":
+                raise ValueError("n_steps (the paper's m alternating projection steps) applies "
+                                 "only to solver='relaxed'.")
+            if isinstance(n_steps, bool) or int(n_steps) != n_steps or int(n_steps) < 1:
+                raise ValueError(f"n_steps must be None or a positive integer, got {n_steps}.")
+            n_steps = int(n_steps)
+        if not (float(tol) > 0 and math.isfinite(float(tol))):
+            raise ValueError(f"tol must be positive, got {tol}.")
+        if isinstance(max_iter, bool) or int(max_iter) != max_iter or int(max_iter) < 1:
+            raise ValueError(f"max_iter must be a positive integer, got {max_iter}.")
+        if not 0.0 <= float(commitment_weight) <= 1.0:
+            raise ValueError(f"commitment_weight must be in [0, 1], got {commitment_weight}.")
+        self.alpha = alpha
+        self.solver = solver
+        self.n_steps = n_steps
+        self.tol = float(tol)
+        self.max_iter = int(max_iter)
+        self.commitment_weight = float(commitment_weight)
+        k = self.codebook_size
+        self.codebook = nn.Parameter(torch.empty(k, self.dim).uniform_(-1.0 / k, 1.0 / k))
+        self.last_solver_info = None
+
+    @property
+    def n_codes(self):
+        """Number of distinct hard codes (``codebook_size``)."""
+        return self.codebook_size
+
+    def codebook_vectors(self):
+        return self.codebook
+
+    def extra_repr(self):
+        return (f"dim={self.dim}, codebook_size={self.codebook_size}, alpha={self.alpha}, "
+                f"solver={self.solver!r}, n_steps={self.n_steps}")
+
+    def _check_input(self, z):
+        if not torch.is_floating_point(z):
+            raise TypeError(f"SoftConvexQuantizer expects floating-point input, got {z.dtype}.")
+        if z.dtype != self.codebook.dtype:
+            raise TypeError(f"input dtype {z.dtype} differs from the codebook's "
+                            f"{self.codebook.dtype}; convert one of them (e.g. layer.double()).")
+        if z.shape[0] == 0:
+            raise ValueError("SoftConvexQuantizer received an empty batch (0 vectors).")
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError("SoftConvexQuantizer input contains NaN or infinity.")
+
+    def _quantize_flat(self, z):
+        self._check_input(z)
+        codebook = self.codebook
+        codes_vq = nearest_codes(z.detach(), codebook.detach())
+        if self.solver == "exact":
+            quantized, weights, info = scq_exact(
+                z, codebook, self.alpha, codes=codes_vq, tol=self.tol, max_iter=self.max_iter,
+                return_info=True)
+            self.last_solver_info = info
+        else:
+            quantized, weights = scq_relaxed(z, codebook, self.alpha, codes=codes_vq,
+                                             n_steps=self.n_steps)
+        codes = weights.detach().argmax(1)
+        beta = self.commitment_weight
+        loss = ((1.0 - beta) * F.mse_loss(quantized, z.detach())
+                + beta * F.mse_loss(z, quantized.detach()))
+        return FlatQuantization(quantized, codes, weights, loss)

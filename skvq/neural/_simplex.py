@@ -1,0 +1,682 @@
+r"""Batched solvers of soft convex quantization's eq. (8) and their gradients.
+
+Soft convex quantization (SCQ; Gautam et al., 2023) replaces every encoder output ``z``
+(a row of ``Z``, length ``d``) by ``C p`` where ``C`` is the ``d x K`` codebook matrix (in
+this module the codebook is stored row-wise as ``codebook = C^T`` of shape ``(K, d)``) and
+``p`` solves eq. (8) of the paper for that row:
+
+.. math::
+
+    p^\star = \arg\min_{p \in \Delta_K} f(p), \qquad
+    f(p) = \|z - C p\|^2 + \lambda \|p - \tilde p\|^2,
+
+with :math:`\Delta_K = \{p \ge 0, 1^\top p = 1\}` the probability simplex and
+:math:`\tilde p = e_k` the one-hot vector of ``z``'s nearest codeword ``k`` (Alg. 1, step 2).
+
+Two maps are implemented, both batched over all rows at once:
+
+* :func:`scq_relaxed` (Alg. 2): the minimiser :math:`p_u` of :math:`f` without the simplex
+  constraint, from the linear system :math:`(C^\top C + \lambda I) p_u = C^\top z + \lambda
+  e_k`, solved once per batch in its ``d x d`` form
+  :math:`p_u = e_k + C^\top (C C^\top + \lambda I_d)^{-1} (z - c_k)` (push-through / Woodbury
+  identity; the ``K x K`` form is used when ``K < d``), then projected onto the simplex,
+  exactly (:func:`project_simplex`) or with the paper's ``m`` alternating steps. The gradient
+  is the exact derivative of this map (not of eq. 8).
+* :func:`scq_exact`: the solution of eq. (8) itself to a certified tolerance, by a
+  semismooth Newton method on the ``d``-dimensional dual (below), warm-started at the relaxed
+  solution; its gradient is obtained by implicit differentiation of the KKT conditions of
+  eq. (8) on the active set (no unrolling).
+
+The dual used by :func:`scq_exact`. With a multiplier :math:`\nu \in R^d` for the residual
+``y = z - C p``, eq. (8) has the dual (to be maximised, concave, smooth)
+
+.. math::
+
+    g(\nu) = -\|\nu\|^2 + 2 \nu^\top z - \lambda\,(p_\nu^\top a_\nu + \tau_\nu) + \lambda,
+    \qquad a_\nu = e_k + C^\top \nu / \lambda, \quad p_\nu = \Pi_\Delta(a_\nu),
+
+where :math:`\Pi_\Delta` is the Euclidean projection onto the simplex and :math:`\tau_\nu`
+its threshold (:math:`p_\nu = \max(a_\nu - \tau_\nu, 0)`). Every dual point gives a feasible
+primal point :math:`p_\nu` and the duality gap has the closed form
+:math:`f(p_\nu) - g(\nu) = \|z - C p_\nu - \nu\|^2`, so the stopping rule certifies
+:math:`f(p) - f(p^\star) \le \|z - C p - \nu\|^2 \le \mathrm{tol}\,(1 + f(p))`. The relaxed
+solution is the dual point :math:`\nu_u = \lambda (C C^\top + \lambda I)^{-1}(z - c_k)`, which
+is where the Newton method starts. The (generalised) Hessian of :math:`-g/2` is
+:math:`I_d + U U^\top / \lambda` with :math:`U = C_S (I - 1 1^\top / |S|)` on the support ``S``
+of :math:`p_\nu`; it is inverted with Woodbury through an ``|S| x |S|`` system (or directly,
+``d x d``, when ``|S| > d``). Steps are damped by Armijo backtracking on :math:`-g`.
+
+This module imports torch: import it only from code that already needs torch.
+
+References
+----------
+T. Gautam, R. Pryzant, Z. Yang, C. Zhu and S. Sojoudi, "Soft Convex Quantization: Revisiting
+Vector Quantization with Convex Optimization", 2023 (arXiv:2310.03004).
+
+J. Duchi, S. Shalev-Shwartz, Y. Singer and T. Chandra, "Efficient projections onto the
+l1-ball for learning in high dimensions", ICML 2008.
+
+C. Michelot, "A finite algorithm for finding the projection of a point onto the canonical
+simplex of R^n", J. Optim. Theory Appl. 50, 1986. L. Condat, "Fast projection onto the
+simplex and the l1 ball", Math. Program. 158, 2016.
+"""
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = [
+    "SCQSolverInfo",
+    "project_simplex",
+    "project_simplex_sort",
+    "nearest_codes",
+    "scq_alternating_projection",
+    "scq_exact",
+    "scq_objective",
+    "scq_relaxed",
+    "woodbury_factor",
+]
+
+# largest number of gathered support entries (rows x support x d) held at once
+_GATHER_BUDGET = 1 << 23
+# block length of the threshold's lower bound in the simplex projection
+_BLOCK = 32
+
+
+class SCQSolverInfo(NamedTuple):
+    """Convergence report of :func:`scq_exact`.
+
+    Attributes
+    ----------
+    n_iter : int
+        Newton iterations run (the largest over the rows).
+    max_gap : float
+        Largest duality gap :math:`\\|z - C p - \\nu\\|^2` over the rows at the returned point
+        (an upper bound on :math:`f(p) - f(p^\\star)` for every row).
+    n_unconverged : int
+        Rows whose gap is above ``tol * (1 + f(p))`` after ``max_iter`` iterations (or whose
+        line search stalled at the floating-point resolution).
+    """
+
+    n_iter: int
+    max_gap: float
+    n_unconverged: int
+
+
+# ------------------------------------------------------------------------------------------
+# projection onto the probability simplex
+# ------------------------------------------------------------------------------------------
+def project_simplex_sort(v):
+    """Euclidean projection of every row of ``v`` onto the probability simplex, by sorting.
+
+    The O(K log K) algorithm of Duchi et al. (2008), kept as the simple reference of
+    :func:`project_simplex`.
+
+    Parameters
+    ----------
+    v : Tensor of shape (M, K)
+
+    Returns
+    -------
+    p : Tensor of shape (M, K)
+        ``max(v - tau, 0)`` with ``tau`` chosen so that every row sums to one.
+    tau : Tensor of shape (M, 1)
+    """
+    k = v.shape[-1]
+    u, _ = torch.sort(v, dim=-1, descending=True)
+    css = u.cumsum(-1) - 1.0
+    ind = torch.arange(1, k + 1, device=v.device, dtype=v.dtype)
+    cond = u - css / ind > 0
+    rho = (cond * ind).amax(-1, keepdim=True).clamp_min(1)
+    tau = css.gather(-1, rho.long() - 1) / rho
+    return (v - tau).clamp_min(0.0), tau
+
+
+def _simplex_threshold(v):
+    """Threshold ``tau`` of the simplex projection of every row of ``v`` (Michelot/Condat).
+
+    Newton's method on the convex, decreasing, piecewise-linear ``t -> sum(max(v - t, 0)) - 1``
+    started left of its root, at ``max(mean(v) - 1/K, max(v) - 1)``: every step
+    ``t <- (sum_{v > t} v - 1) / #{v > t}`` stays left of the root and shrinks the candidate
+    support, and the iteration ends, exactly, when the support stops changing (at most ``K``
+    steps; a handful in practice because the start already excludes every entry below
+    ``max(v) - 1``).
+    """
+    k = v.shape[-1]
+    vmax = v.amax(-1, keepdim=True)
+    tau = torch.maximum((v.sum(-1, keepdim=True) - 1.0) / k, vmax - 1.0)
+    count = None
+    for _ in range(k + 1):
+        mask = v > tau
+        new_count = mask.sum(-1, keepdim=True)
+        if count is not None and torch.equal(new_count, count):
+            break
+        count = new_count
+        tau = (torch.where(mask, v, 0.0).sum(-1, keepdim=True) - 1.0) / count
+    return tau
+
+
+def _threshold_lower_bound(v):
+    """A lower bound of every row's projection threshold, from its block maxima.
+
+    The threshold of any subset of a row's entries is at most the row's threshold (the
+    function ``t -> sum(max(v - t, 0))`` only grows when entries are added), so the exact
+    threshold of the maxima of blocks of ``_BLOCK`` consecutive entries is a lower bound;
+    it is tight in practice, because the support is made of the few largest entries.
+    """
+    m, k = v.shape
+    n_blocks = -(-k // _BLOCK)
+    pad = n_blocks * _BLOCK - k
+    if pad:
+        v = torch.nn.functional.pad(v, (0, pad), value=float("-inf"))
+    return _simplex_threshold(v.reshape(m, n_blocks, _BLOCK).amax(-1))
+
+
+def _project_compact(v):
+    """Exact simplex projection of every row of ``v`` (M, K), returned on its support.
+
+    Returns ``tau`` (M, 1), ``idx`` (M, s) column indices, ``valid`` (M, s) and ``p_s``
+    (M, s) with ``p[m, idx[m, j]] = p_s[m, j]`` where ``valid[m, j]`` and 0 elsewhere.
+    Entries at or below a lower bound of the threshold cannot be in the support, so only the
+    few candidates above it are compacted (row-major, columns ascending) and Michelot's
+    iteration is run on those, from the lower bound (exact, finite).
+    """
+    with torch.no_grad():
+        m = v.shape[0]
+        tau = _threshold_lower_bound(v)
+        nz = (v > tau).nonzero()
+        rows, cols = nz[:, 0], nz[:, 1]
+        count = torch.bincount(rows, minlength=m)
+        width = max(int(count.max()), 1) if m else 1
+        pos = torch.arange(rows.shape[0], device=v.device) - (torch.cumsum(count, 0) - count)[rows]
+        idx = torch.zeros(m, width, dtype=torch.long, device=v.device)
+        valid = torch.zeros(m, width, dtype=torch.bool, device=v.device)
+        vals = torch.zeros(m, width, dtype=v.dtype, device=v.device)
+        idx[rows, pos] = cols
+        valid[rows, pos] = True
+        vals[rows, pos] = v[rows, cols]
+        count = None
+        for _ in range(width + 1):
+            mask = valid & (vals > tau)
+            new_count = mask.sum(-1, keepdim=True)
+            if count is not None and torch.equal(new_count, count):
+                break
+            count = new_count
+            tau = (torch.where(mask, vals, 0.0).sum(-1, keepdim=True) - 1.0) / count
+        p_s = (vals - tau).clamp_min(0.0) * valid
+        p_s = p_s / p_s.sum(-1, keepdim=True)
+        return tau, idx, p_s > 0, p_s
+
+
+def _densify(idx, valid, p_s, k):
+    out = p_s.new_zeros(p_s.shape[0], k)
+    return out.scatter_add_(1, idx, p_s * valid)
+
+
+def project_simplex(v, return_tau=False):
+    """Exact Euclidean projection of every row of ``v`` onto the probability simplex.
+
+    Solves ``min ||p - v||^2`` s.t. ``p >= 0``, ``sum(p) = 1`` for every row, batched: a
+    lower bound of the threshold from block maxima discards all but a few entries a row,
+    and Michelot's finite algorithm (a Newton method on the threshold, see Condat, 2016)
+    finds the exact threshold among the rest. The result is renormalised so that every row
+    sums to one to the floating-point resolution. Differentiable in ``v`` (the threshold's
+    derivative on the support included).
+
+    Parameters
+    ----------
+    v : Tensor of shape (M, K)
+    return_tau : bool, default=False
+        Also return the threshold ``tau`` (``p = max(v - tau, 0)``).
+
+    Returns
+    -------
+    p : Tensor of shape (M, K)
+    tau : Tensor of shape (M, 1)
+        Only when ``return_tau`` is true.
+    """
+    if v.ndim != 2:
+        raise ValueError(f"project_simplex expects a (M, K) tensor, got shape {tuple(v.shape)}.")
+    tau, idx, valid, _ = _project_compact(v.detach())
+    mask = _densify(idx, valid, valid.to(v.dtype), v.shape[1]) > 0
+    count = mask.sum(-1, keepdim=True)
+    # tau as a function of v on the support, so that autograd sees the full Jacobian
+    tau_v = (torch.where(mask, v, 0.0).sum(-1, keepdim=True) - 1.0) / count
+    p = torch.where(mask, v - tau_v, 0.0)
+    p = p / p.sum(-1, keepdim=True).detach()
+    return (p, tau) if return_tau else p
+
+
+# ------------------------------------------------------------------------------------------
+# sparse products over the supports
+# ------------------------------------------------------------------------------------------
+def _coo(idx, valid, coef, k, transpose=False):
+    m, s = idx.shape
+    rows = torch.arange(m, device=idx.device).unsqueeze(1).expand(m, s)[valid]
+    cols, vals = idx[valid], coef[valid]
+    if transpose:
+        return torch.sparse_coo_tensor(torch.stack([cols, rows]), vals, (k, m),
+                                       check_invariants=False)
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (m, k), is_coalesced=True,
+                                   check_invariants=False)
+
+
+def _combine(codebook, idx, valid, coef):
+    """``sum_j coef[m, j] * codebook[idx[m, j]]`` over the valid j of every row m: (M, d)."""
+    return torch.sparse.mm(_coo(idx, valid, coef, codebook.shape[0]), codebook)
+
+
+def _scatter_outer(grad, idx, valid, coef, vec):
+    """``grad[idx[m, j]] += coef[m, j] * vec[m]`` over the valid (m, j), in place."""
+    return grad.add_(torch.sparse.mm(_coo(idx, valid, coef, grad.shape[0], True), vec))
+
+
+def _row_chunks(m, s, d):
+    step = max(1, _GATHER_BUDGET // max(1, s * max(s, d)))
+    for start in range(0, m, step):
+        yield slice(start, min(m, start + step))
+
+
+def _project_rows(codebook, idx, valid, vec):
+    """``codebook[idx[m, j]] . vec[m]`` for every valid (m, j), 0 elsewhere: (M, s)."""
+    out = vec.new_empty(idx.shape)
+    for sl in _row_chunks(idx.shape[0], idx.shape[1], codebook.shape[1]):
+        out[sl] = torch.einsum("msd,md->ms", codebook[idx[sl]], vec[sl])
+    return out * valid
+
+
+# ------------------------------------------------------------------------------------------
+# the relaxed solver (Alg. 2)
+# ------------------------------------------------------------------------------------------
+def woodbury_factor(codebook, alpha):
+    r"""``B = C^T (C C^T + lambda I_d)^{-1}`` (K, d), differentiable in ``codebook``.
+
+    ``B = (C^T C + lambda I_K)^{-1} C^T`` too (push-through identity); the ``d x d`` system is
+    solved when ``d <= K`` and the ``K x K`` one otherwise, so the cost is
+    ``O(K d min(K, d))``.
+    """
+    k, d = codebook.shape
+    if d <= k:
+        gram = codebook.t() @ codebook
+        gram = gram + alpha * torch.eye(d, dtype=codebook.dtype, device=codebook.device)
+        return torch.linalg.solve(gram, codebook.t()).t()
+    gram = codebook @ codebook.t()
+    gram = gram + alpha * torch.eye(k, dtype=codebook.dtype, device=codebook.device)
+    return torch.linalg.solve(gram, codebook)
+
+
+def _unconstrained(z, codebook, factor, codes):
+    """``p_u = e_k + B (z - c_k)`` for every row (the relaxed linear system's solution)."""
+    y = z - codebook[codes]
+    a = y @ factor.t()
+    a[torch.arange(z.shape[0], device=z.device), codes] += 1.0
+    return y, a
+
+
+class _RelaxedSCQ(torch.autograd.Function):
+    """Alg. 2 with the exact simplex projection; analytic, support-sparse backward."""
+
+    @staticmethod
+    def forward(ctx, z, codebook, factor, codes):
+        ctx.set_materialize_grads(False)
+        y, a = _unconstrained(z, codebook, factor, codes)
+        _, idx, valid, p_s = _project_compact(a)
+        quantized = _combine(codebook, idx, valid, p_s)
+        ctx.save_for_backward(codebook, factor, y, codes, idx, valid, p_s)
+        return quantized, _densify(idx, valid, p_s, codebook.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_q, grad_p):
+        codebook, factor, y, codes, idx, valid, p_s = ctx.saved_tensors
+        g_s = torch.zeros_like(p_s)
+        if grad_p is not None:
+            g_s = g_s + grad_p.gather(1, idx)
+        if grad_q is not None:
+            g_s = g_s + _project_rows(codebook, idx, valid, grad_q)
+        g_s = g_s * valid
+        n_s = valid.sum(1, keepdim=True).to(g_s.dtype)
+        # Jacobian of the projection on its support: I - 1 1^T / |S|
+        g_a = (g_s - g_s.sum(1, keepdim=True) / n_s) * valid
+        grad_y = _combine(factor, idx, valid, g_a)
+        grad_z = grad_factor = grad_codebook = None
+        if ctx.needs_input_grad[0]:
+            grad_z = grad_y
+        if ctx.needs_input_grad[2]:
+            grad_factor = _scatter_outer(torch.zeros_like(factor), idx, valid, g_a, y)
+        if ctx.needs_input_grad[1]:
+            grad_codebook = torch.zeros_like(codebook)
+            grad_codebook.index_add_(0, codes, -grad_y)
+            if grad_q is not None:
+                _scatter_outer(grad_codebook, idx, valid, p_s, grad_q)
+        return grad_z, grad_codebook, grad_factor, None
+
+
+def scq_alternating_projection(a, n_steps):
+    """The paper's approximate projection (Alg. 2, steps 4-5), ``n_steps`` times.
+
+    Each step clips to the nonnegative orthant, ``P <- max(0, P)``, and then shifts every
+    column onto the hyperplane ``1^T p = 1``, ``p <- p - (1^T p - 1) / K``. The result sums to
+    one but can have negative entries (it is not on the simplex in general).
+    """
+    k = a.shape[-1]
+    p = a
+    for _ in range(int(n_steps)):
+        p = p.clamp_min(0.0)
+        p = p - (p.sum(-1, keepdim=True) - 1.0) / k
+    return p
+
+
+def nearest_codes(z, codebook):
+    """Index of the nearest codeword (row of ``codebook``) of every row of ``z`` (eq. 1)."""
+    with torch.no_grad():
+        scores = codebook.pow(2).sum(1)[None, :] - 2.0 * (z @ codebook.t())
+        return scores.argmin(1)
+
+
+def _check_solver_inputs(z, codebook, alpha, codes):
+    if z.ndim != 2 or codebook.ndim != 2 or z.shape[1] != codebook.shape[1]:
+        raise ValueError(
+            f"expected z of shape (M, d) and codebook of shape (K, d), got {tuple(z.shape)} "
+            f"and {tuple(codebook.shape)}."
+        )
+    if not float(alpha) > 0 or float(alpha) == float("inf"):
+        raise ValueError(f"alpha (the paper's lambda) must be positive and finite, got {alpha}.")
+    if codes is None:
+        codes = nearest_codes(z.detach(), codebook.detach())
+    return codes
+
+
+def scq_relaxed(z, codebook, alpha=1.0, codes=None, n_steps=None):
+    r"""Soft convex quantization by the relaxation of Alg. 2 (linear solve, then projection).
+
+    Parameters
+    ----------
+    z : Tensor of shape (M, d)
+        Encoder outputs (the columns of the paper's :math:`Z_e^{flattened}`).
+    codebook : Tensor of shape (K, d)
+        Codewords (the columns of the paper's :math:`C`).
+    alpha : float, default=1.0
+        The paper's regularisation :math:`\lambda > 0`.
+    codes : Tensor of int64 of shape (M,), default=None
+        Index ``k`` of :math:`\tilde p = e_k`; ``None`` uses the nearest codewords (Alg. 2,
+        step 2).
+    n_steps : int, default=None
+        ``None`` projects onto the simplex exactly; an integer ``m`` runs the paper's ``m``
+        alternating steps instead (steps 4-5; the weights then sum to one but may be
+        negative).
+
+    Returns
+    -------
+    quantized : Tensor of shape (M, d)
+        ``C P`` (Alg. 2, step 7).
+    weights : Tensor of shape (M, K)
+        ``P`` (one row per vector).
+    """
+    codes = _check_solver_inputs(z, codebook, alpha, codes)
+    factor = woodbury_factor(codebook, float(alpha))
+    if n_steps is None:
+        return _RelaxedSCQ.apply(z, codebook, factor, codes)
+    _, a = _unconstrained(z, codebook, factor, codes)
+    p = scq_alternating_projection(a, n_steps)
+    return p @ codebook, p
+
+
+# ------------------------------------------------------------------------------------------
+# the exact solver of eq. (8)
+# ------------------------------------------------------------------------------------------
+def scq_objective(z, codebook, weights, codes, alpha):
+    """Eq. (8)'s objective ``||z - C p||^2 + lambda ||p - e_k||^2`` of every row: (M,)."""
+    resid = z - weights @ codebook
+    ref = weights.clone()
+    ref[torch.arange(z.shape[0], device=z.device), codes] -= 1.0
+    return resid.pow(2).sum(1) + alpha * ref.pow(2).sum(1)
+
+
+def _inv_hessian_apply(u_mat, rhs, lam):
+    """``(I_d + U U^T / lam)^{-1} rhs`` for batched U (m, d, s), rhs (m, d)."""
+    d, s = u_mat.shape[1:]
+    if s <= d:
+        small = u_mat.transpose(1, 2) @ u_mat
+        small.diagonal(dim1=1, dim2=2).add_(lam)
+        chol, _ = torch.linalg.cholesky_ex(small)
+        sol = torch.cholesky_solve(u_mat.transpose(1, 2) @ rhs.unsqueeze(-1), chol)
+        return rhs - (u_mat @ sol).squeeze(-1)
+    big = (u_mat @ u_mat.transpose(1, 2)) / lam
+    big.diagonal(dim1=1, dim2=2).add_(1.0)
+    chol, _ = torch.linalg.cholesky_ex(big)
+    return torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+
+
+def _widen(t, width, fill):
+    if t.shape[1] >= width:
+        return t
+    return torch.cat([t, t.new_full((t.shape[0], width - t.shape[1]), fill)], dim=1)
+
+
+class _DualState:
+    """Scaled dual point ``u = nu / lam``, ``a = e_k + C^T u``, and its primal point."""
+
+    fields = ("u", "a", "tau", "idx", "valid", "p_s", "cp", "pk", "phi")
+
+    def __init__(self, u, a, z, codebook, codes, lam):
+        self.u, self.a = u, a
+        self.tau, self.idx, self.valid, self.p_s = _project_compact(a)
+        self.cp = _combine(codebook, self.idx, self.valid, self.p_s)
+        self.pk = (self.p_s * (self.idx == codes.unsqueeze(1))).sum(1)
+        nu = lam * u
+        # -g/2 = |nu|^2/2 - nu.z + lam/2 (p^T a + tau - 1) with p^T a = p_k + (C p).u
+        pta = self.pk + (self.cp * u).sum(1)
+        self.phi = (0.5 * nu.pow(2).sum(1) - (nu * z).sum(1)
+                    + 0.5 * lam * (pta + self.tau[:, 0] - 1.0))
+
+    def take(self, keep):
+        new = object.__new__(_DualState)
+        for name in self.fields:
+            setattr(new, name, getattr(self, name)[keep])
+        return new
+
+    def put(self, rows, other):
+        """Overwrite ``rows`` with the rows of ``other`` (padded supports widened)."""
+        width = max(self.idx.shape[1], other.idx.shape[1])
+        for name, fill in (("idx", 0), ("valid", False), ("p_s", 0.0)):
+            mine = _widen(getattr(self, name), width, fill)
+            mine[rows] = _widen(getattr(other, name), width, fill)
+            setattr(self, name, mine)
+        for name in ("u", "a", "tau", "cp", "pk", "phi"):
+            getattr(self, name)[rows] = getattr(other, name)
+
+
+def _solve_exact(z, codebook, codes, lam, tol, max_iter, factor):
+    """Semismooth dual Newton for eq. (8); returns the weights P (M, K) and a report."""
+    m_all, d = z.shape
+    k = codebook.shape[0]
+    eps = torch.finfo(z.dtype).eps
+    eye = torch.eye(d, dtype=z.dtype, device=z.device)
+    y, a = _unconstrained(z, codebook, factor, codes)
+    u = y @ torch.linalg.inv(codebook.t() @ codebook + lam * eye)  # relaxed dual point
+    weights = torch.zeros_like(a)
+    best_f = torch.full((m_all,), float("inf"), dtype=z.dtype, device=z.device)
+    gaps = torch.full((m_all,), float("inf"), dtype=z.dtype, device=z.device)
+    active = torch.arange(m_all, device=z.device)
+    zz, kk = z, codes
+    state = _DualState(u, a, zz, codebook, kk, lam)
+    n_iter, n_stalled, n_left = 0, 0, 0
+    for it in range(max_iter + 1):
+        resid = zz - state.cp
+        f = resid.pow(2).sum(1) + lam * (state.p_s.pow(2).sum(1) - 2.0 * state.pk + 1.0)
+        r = resid - lam * state.u
+        better = f < best_f[active]
+        if bool(better.any()):
+            sel = active[better]
+            weights[sel] = _densify(state.idx[better], state.valid[better],
+                                    state.p_s[better], k)
+            best_f[sel] = f[better]
+        # g(nu) = f(p_nu) - |r|^2, so best_f - g(nu) bounds the kept point's suboptimality
+        cert = torch.minimum(gaps[active], best_f[active] - f + r.pow(2).sum(1))
+        gaps[active] = cert
+        keep = cert > tol * (1.0 + best_f[active])
+        if it == max_iter or not bool(keep.any()):
+            n_left = int(keep.sum())
+            break
+        n_iter = it + 1
+        active, zz, kk, r = active[keep], zz[keep], kk[keep], r[keep]
+        state = state.take(keep)
+        # Newton direction: (I + U U^T / lam) dnu = r with U = C_S (I - 1 1^T / |S|)
+        dnu = torch.empty_like(r)
+        n_s = state.valid.sum(1, keepdim=True).to(z.dtype)
+        for sl in _row_chunks(r.shape[0], state.idx.shape[1], d):
+            valid = state.valid[sl].unsqueeze(-1)
+            cs = codebook[state.idx[sl]] * valid
+            centred = (cs - cs.sum(1, keepdim=True) / n_s[sl].unsqueeze(-1)) * valid
+            dnu[sl] = _inv_hessian_apply(centred.transpose(1, 2), r[sl], lam)
+        slope = (r * dnu).sum(1)
+        du = dnu / lam
+        b = du @ codebook.t()
+        slack = 16.0 * eps * ((lam * state.u).pow(2).sum(1) + zz.pow(2).sum(1) + lam)
+        step = torch.ones(r.shape[0], dtype=z.dtype, device=z.device)
+        pending = torch.arange(r.shape[0], device=z.device)
+        for _ in range(30):  # Armijo backtracking on -g/2
+            t = step[pending].unsqueeze(1)
+            trial = _DualState(state.u[pending] + t * du[pending],
+                               state.a[pending] + t * b[pending],
+                               zz[pending], codebook, kk[pending], lam)
+            ok = trial.phi <= (state.phi[pending] - 1e-4 * t[:, 0] * slope[pending]
+                               + slack[pending])
+            if bool(ok.any()):
+                state.put(pending[ok], trial.take(ok))
+            pending = pending[~ok]
+            if pending.numel() == 0:
+                break
+            step[pending] *= 0.5
+        if pending.numel():  # no decrease at the floating-point resolution: stop these rows
+            n_stalled += int(pending.numel())
+            keep = torch.ones(r.shape[0], dtype=torch.bool, device=z.device)
+            keep[pending] = False
+            active, zz, kk = active[keep], zz[keep], kk[keep]
+            state = state.take(keep)
+            if active.numel() == 0:
+                break
+    info = SCQSolverInfo(n_iter=n_iter, max_gap=float(gaps.max()) if m_all else 0.0,
+                         n_unconverged=n_left + n_stalled)
+    return weights, info
+
+
+def _inv_restricted(cs, x, lam):
+    """``(C_S^T C_S + lam I)^{-1} x`` for batched cs (m, s, d) (zero rows on padding)."""
+    s, d = cs.shape[1:]
+    if s <= d:
+        h = cs @ cs.transpose(1, 2)
+        h.diagonal(dim1=1, dim2=2).add_(lam)
+        chol, _ = torch.linalg.cholesky_ex(h)
+        return torch.cholesky_solve(x, chol)
+    small = cs.transpose(1, 2) @ cs
+    small.diagonal(dim1=1, dim2=2).add_(lam)
+    chol, _ = torch.linalg.cholesky_ex(small)
+    inner = torch.cholesky_solve(cs.transpose(1, 2) @ x, chol)
+    return (x - cs @ inner) / lam
+
+
+def _compact(weights):
+    """Support of every row of dense weights: idx, valid, p_s (padded)."""
+    mask = weights > 0
+    count = mask.sum(1)
+    width = max(int(count.max()), 1) if weights.shape[0] else 1
+    p_s, idx = torch.topk(weights, width, dim=1)
+    valid = p_s > 0
+    order = torch.argsort(torch.where(valid, idx, weights.shape[1]), dim=1)
+    idx, p_s = idx.gather(1, order), p_s.gather(1, order)
+    return idx, p_s > 0, p_s
+
+
+class _ExactSCQ(torch.autograd.Function):
+    """Eq. (8) solved to tolerance; backward by implicit differentiation of its KKT system."""
+
+    @staticmethod
+    def forward(ctx, z, codebook, factor, codes, lam, tol, max_iter, info_box):
+        ctx.set_materialize_grads(False)
+        weights, info = _solve_exact(z, codebook, codes, lam, tol, max_iter, factor)
+        info_box.append(info)
+        idx, valid, p_s = _compact(weights)
+        quantized = _combine(codebook, idx, valid, p_s)
+        ctx.lam = lam
+        ctx.save_for_backward(z, codebook, quantized, idx, valid, p_s)
+        return quantized, weights
+
+    @staticmethod
+    def backward(ctx, grad_q, grad_p):
+        z, codebook, quantized, idx, valid, p_s = ctx.saved_tensors
+        lam = ctx.lam
+        g_s = torch.zeros_like(p_s)
+        if grad_p is not None:
+            g_s = g_s + grad_p.gather(1, idx)
+        if grad_q is not None:
+            g_s = g_s + _project_rows(codebook, idx, valid, grad_q)
+        g_s = g_s * valid
+        # KKT on the support S: dp_S = Q (dq - dH p)_S with H = C_S^T C_S + lam I and
+        # Q = H^-1 - H^-1 1 1^T H^-1 / (1^T H^-1 1); the VJP needs w = Q g
+        w_s = torch.empty_like(g_s)
+        ones = valid.to(g_s.dtype)
+        for sl in _row_chunks(g_s.shape[0], idx.shape[1], z.shape[1]):
+            cs = codebook[idx[sl]] * valid[sl].unsqueeze(-1)
+            sol = _inv_restricted(cs, torch.stack([g_s[sl], ones[sl]], dim=-1), lam)
+            hg, h1 = sol[..., 0], sol[..., 1]
+            coef = (ones[sl] * hg).sum(1, keepdim=True) / (ones[sl] * h1).sum(1, keepdim=True)
+            w_s[sl] = (hg - coef * h1) * valid[sl]
+        cw = _combine(codebook, idx, valid, w_s)
+        grad_z = cw if ctx.needs_input_grad[0] else None
+        grad_codebook = None
+        if ctx.needs_input_grad[1]:
+            # d/dC of w^T (C^T z - C^T C p) and of the output C p itself
+            grad_codebook = _scatter_outer(torch.zeros_like(codebook), idx, valid, w_s,
+                                           z - quantized)
+            upstream = -cw if grad_q is None else grad_q - cw
+            _scatter_outer(grad_codebook, idx, valid, p_s, upstream)
+        return grad_z, grad_codebook, None, None, None, None, None, None
+
+
+def scq_exact(z, codebook, alpha=1.0, codes=None, tol=1e-6, max_iter=50, return_info=False):
+    r"""Soft convex quantization by eq. (8), solved for every row to a certified tolerance.
+
+    Parameters
+    ----------
+    z : Tensor of shape (M, d)
+        Encoder outputs.
+    codebook : Tensor of shape (K, d)
+        Codewords.
+    alpha : float, default=1.0
+        The paper's :math:`\lambda > 0`.
+    codes : Tensor of int64 of shape (M,), default=None
+        Index ``k`` of :math:`\tilde p = e_k`; ``None`` uses the nearest codewords.
+    tol : float, default=1e-6
+        Every row stops when its duality gap, an upper bound on
+        :math:`f(p) - f(p^\star)`, is at most ``tol * (1 + f(p))``.
+    max_iter : int, default=50
+        Newton iterations at most.
+    return_info : bool, default=False
+        Also return a :class:`SCQSolverInfo`.
+
+    Returns
+    -------
+    quantized : Tensor of shape (M, d)
+        ``C P*``; differentiable in ``z`` and ``codebook`` (implicit differentiation).
+    weights : Tensor of shape (M, K)
+        ``P*``, every row on the simplex. Of the iterates, the one with the lowest objective
+        is returned, so the objective is never above that of the relaxed solution (the
+        Newton method's starting point).
+    info : SCQSolverInfo
+        Only when ``return_info`` is true.
+    """
+    codes = _check_solver_inputs(z, codebook, alpha, codes)
+    if not float(tol) > 0:
+        raise ValueError(f"tol must be positive, got {tol}.")
+    if int(max_iter) < 0:
+        raise ValueError(f"max_iter must be non-negative, got {max_iter}.")
+    lam = float(alpha)
+    with torch.no_grad():
+        factor = woodbury_factor(codebook.detach(), lam)
+    box = []
+    quantized, weights = _ExactSCQ.apply(z, codebook, factor, codes, lam, float(tol),
+                                         int(max_iter), box)
+    if return_info:
+        return quantized, weights, box[0]
+    return quantized, weights
