@@ -1,0 +1,341 @@
+"""Tests of the soft convex quantization layer and its solvers (SCQ, eq. 8).
+
+References: cvxpy with Clarabel for eq. (8)'s optimum, finite differences (gradcheck) and
+cvxpylayers (when installed) for the gradients, a sort-based projection and cvxpy for the
+simplex projection, brute-force nearest codewords for the VQ limit.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from skvq.neural._scq_layer import SoftConvexQuantizer  # noqa: E402
+from skvq.neural._simplex import (  # noqa: E402
+    nearest_codes,
+    project_simplex,
+    project_simplex_sort,
+    scq_alternating_projection,
+    scq_exact,
+    scq_objective,
+    scq_relaxed,
+)
+
+torch.set_num_threads(1)
+
+PROBLEMS = [  # (M, K, d, lambda)
+    (12, 8, 3, 1.0),
+    (12, 30, 5, 0.1),
+    (12, 12, 20, 0.5),  # K < d: the K x K form of the linear system
+    (12, 40, 4, 0.01),
+]
+
+
+def _problem(m, k, d, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(m, d, generator=gen, dtype=dtype)
+    codebook = torch.randn(k, d, generator=gen, dtype=dtype)
+    return z, codebook
+
+
+def _cvxpy_eq8(z, codebook, codes, lam):
+    cp = pytest.importorskip("cvxpy")
+    out = []
+    for j in range(z.shape[0]):
+        p = cp.Variable(codebook.shape[0])
+        ref = np.zeros(codebook.shape[0])
+        ref[codes[j]] = 1.0
+        objective = cp.sum_squares(z[j] - codebook.T @ p) + lam * cp.sum_squares(p - ref)
+        prob = cp.Problem(cp.Minimize(objective), [p >= 0, cp.sum(p) == 1])
+        prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+        out.append((prob.value, p.value))
+    return out
+
+
+# -- simplex projection ----------------------------------------------------------------------
+@pytest.mark.parametrize("k", [1, 2, 7, 33, 100])
+def test_projection_matches_sort_and_cvxpy(k):
+    gen = torch.Generator().manual_seed(k)
+    v = torch.randn(50, k, generator=gen, dtype=torch.float64) * 3
+    v[0] = 5.0  # all equal
+    p = project_simplex(v)
+    ref, _ = project_simplex_sort(v)
+    assert torch.allclose(p, ref, atol=1e-12)
+    assert (p >= 0).all() and torch.allclose(p.sum(1), torch.ones(50, dtype=v.dtype))
+    cp = pytest.importorskip("cvxpy")
+    x = cp.Variable(k)
+    row = v[3].numpy()
+    cp.Problem(cp.Minimize(cp.sum_squares(x - row)), [x >= 0, cp.sum(x) == 1]).solve(
+        solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    np.testing.assert_allclose(p[3].numpy(), x.value, atol=1e-6)
+
+
+def test_projection_gradient_finite_differences():
+    v = (torch.randn(6, 9, dtype=torch.float64) * 2).requires_grad_()
+    assert torch.autograd.gradcheck(project_simplex, (v,))
+
+
+def test_projection_bad_shape():
+    with pytest.raises(ValueError, match="M, K"):
+        project_simplex(torch.zeros(3))
+
+
+# -- the exact solver against cvxpy ---------------------------------------------------------
+@pytest.mark.parametrize("m, k, d, lam", PROBLEMS)
+def test_exact_solver_matches_cvxpy(m, k, d, lam):
+    z, codebook = _problem(m, k, d)
+    codes = nearest_codes(z, codebook)
+    quantized, weights, info = scq_exact(z, codebook, lam, tol=1e-13, return_info=True)
+    ref = _cvxpy_eq8(z.numpy(), codebook.numpy(), codes.numpy(), lam)
+    obj = scq_objective(z, codebook, weights, codes, lam).numpy()
+    ref_obj = np.array([r[0] for r in ref])
+    np.testing.assert_allclose(obj, ref_obj, atol=1e-6, rtol=0)
+    # the problem is strongly convex: the minimiser itself is unique
+    np.testing.assert_allclose(weights.numpy(), np.array([r[1] for r in ref]), atol=1e-4)
+    assert torch.allclose(quantized, weights @ codebook, atol=1e-10)
+    assert info.n_unconverged == 0
+    # the certified gap bounds the true suboptimality
+    assert np.all(obj - ref_obj <= info.max_gap + 1e-9)
+
+
+@pytest.mark.parametrize("m, k, d, lam", PROBLEMS)
+def test_relaxed_never_better_than_exact_and_on_simplex(m, k, d, lam):
+    z, codebook = _problem(m, k, d, seed=1)
+    codes = nearest_codes(z, codebook)
+    _, p_exact = scq_exact(z, codebook, lam)
+    _, p_relaxed = scq_relaxed(z, codebook, lam)
+    f_exact = scq_objective(z, codebook, p_exact, codes, lam)
+    f_relaxed = scq_objective(z, codebook, p_relaxed, codes, lam)
+    assert (f_exact <= f_relaxed + 1e-12).all()
+    for p in (p_exact, p_relaxed):
+        assert (p >= 0).all()
+        assert torch.allclose(p.sum(1), torch.ones(m, dtype=p.dtype), atol=1e-12)
+
+
+def test_relaxed_is_projected_linear_system_solution():
+    """Alg. 2 step 3 in its K x K form (direct solve), then the sort-based projection."""
+    for k, d in [(20, 4), (5, 9)]:
+        z, codebook = _problem(7, k, d, seed=2)
+        lam = 0.3
+        codes = nearest_codes(z, codebook)
+        c = codebook.T
+        h = c.T @ c + lam * torch.eye(k, dtype=z.dtype)
+        rhs = c.T @ z.T + lam * torch.nn.functional.one_hot(codes, k).T.to(z.dtype)
+        p_u = torch.linalg.solve(h, rhs).T
+        _, p = scq_relaxed(z, codebook, lam)
+        assert torch.allclose(p, project_simplex_sort(p_u)[0], atol=1e-10)
+        # the paper's m alternating steps, from the same linear-system solution
+        _, p10 = scq_relaxed(z, codebook, lam, n_steps=10)
+        assert torch.allclose(p10, scq_alternating_projection(p_u, 10), atol=1e-10)
+        assert torch.allclose(p10.sum(1), torch.ones(7, dtype=z.dtype), atol=1e-12)
+
+
+def test_float32_exact_solver_is_feasible_and_converges():
+    z, codebook = _problem(200, 64, 8, seed=3, dtype=torch.float32)
+    codes = nearest_codes(z, codebook)
+    _, p, info = scq_exact(z, codebook, 1.0, return_info=True)
+    assert (p >= 0).all()
+    assert ((p.sum(1) - 1).abs() <= 1e-6).all()
+    _, p64 = scq_exact(z.double(), codebook.double(), 1.0, tol=1e-13)
+    f32 = scq_objective(z.double(), codebook.double(), p.double(), codes, 1.0)
+    f64 = scq_objective(z.double(), codebook.double(), p64, codes, 1.0)
+    assert ((f32 - f64) <= 1e-5 * (1 + f64)).all()
+
+
+# -- gradients -------------------------------------------------------------------------------
+@pytest.mark.parametrize("solver", ["exact", "relaxed"])
+@pytest.mark.parametrize("m, k, d, lam", PROBLEMS[:3])
+def test_gradients_finite_differences(solver, m, k, d, lam):
+    z, codebook = _problem(4, k, d, seed=4)
+    codes = nearest_codes(z, codebook)  # held fixed: the VQ target is piecewise constant
+
+    def fn(z_, c_):
+        if solver == "exact":
+            return scq_exact(z_, c_, lam, codes=codes, tol=1e-14)
+        return scq_relaxed(z_, c_, lam, codes=codes)
+
+    inputs = (z.clone().requires_grad_(), codebook.clone().requires_grad_())
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+
+
+def test_exact_gradient_against_cvxpylayers():
+    pytest.importorskip("cvxpylayers")
+    cp = pytest.importorskip("cvxpy")
+    from cvxpylayers.torch import CvxpyLayer
+
+    k, d, lam = 10, 3, 0.5
+    z, codebook = _problem(5, k, d, seed=5)
+    codes = nearest_codes(z, codebook)
+    p = cp.Variable(k)
+    zp, cp_mat, ref = cp.Parameter(d), cp.Parameter((d, k)), cp.Parameter(k)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(zp - cp_mat @ p) + lam * cp.sum_squares(p - ref)),
+                      [p >= 0, cp.sum(p) == 1])
+    layer = CvxpyLayer(prob, parameters=[zp, cp_mat, ref], variables=[p])
+    upstream = torch.randn(5, k, dtype=torch.float64)
+    z1, c1 = z.clone().requires_grad_(), codebook.clone().requires_grad_()
+    (sol,) = layer(z1, c1.T.expand(5, d, k),
+                   torch.nn.functional.one_hot(codes, k).to(z.dtype))
+    (sol * upstream).sum().backward()
+    z2, c2 = z.clone().requires_grad_(), codebook.clone().requires_grad_()
+    _, w = scq_exact(z2, c2, lam, codes=codes, tol=1e-14)
+    (w * upstream).sum().backward()
+    assert torch.allclose(w, sol, atol=1e-4)
+    assert torch.allclose(z2.grad, z1.grad, atol=1e-3)
+    assert torch.allclose(c2.grad, c1.grad, atol=1e-3)
+
+
+# -- the layer -------------------------------------------------------------------------------
+def _layer(solver="relaxed", k=16, d=4, lam=1.0, **kw):
+    torch.manual_seed(0)
+    layer = SoftConvexQuantizer(d, k, alpha=lam, solver=solver, **kw).double()
+    with torch.no_grad():
+        layer.codebook.normal_()
+    return layer
+
+
+@pytest.mark.parametrize("solver", ["relaxed", "exact"])
+def test_layer_outputs_and_shapes(solver):
+    layer = _layer(solver)
+    z = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    out = layer(z)
+    assert out.quantized.shape == z.shape
+    assert out.weights.shape == (3, 5, 16)
+    assert out.codes.shape == (3, 5) and out.codes.dtype == torch.int64
+    w = out.weights.reshape(-1, 16)
+    assert (w >= 0).all() and torch.allclose(w.sum(1), torch.ones(15, dtype=w.dtype))
+    assert torch.equal(out.codes.reshape(-1), w.argmax(1))
+    assert torch.allclose(out.quantized, layer.decode_weights(out.weights))
+    # statistics against their definitions
+    flat = z.detach().reshape(-1, 4)
+    err = (flat - out.quantized.detach().reshape(-1, 4)).pow(2).mean()
+    assert torch.allclose(out.quantization_error, err)
+    counts = torch.bincount(out.codes.reshape(-1), minlength=16).double()
+    assert out.usage.item() == pytest.approx(float((counts > 0).double().mean()))
+    probs = counts / counts.sum()
+    ent = -(probs[probs > 0] * probs[probs > 0].log()).sum()
+    assert out.perplexity.item() == pytest.approx(float(ent.exp()))
+    # loss: eq. (5)'s codebook and commitment terms
+    zq = out.quantized.detach()
+    expected = 0.75 * (zq - z.detach()).pow(2).mean() + 0.25 * (z.detach() - zq).pow(2).mean()
+    assert out.loss.item() == pytest.approx(float(expected))
+    (out.quantized.sum() + out.loss).backward()
+    assert z.grad is not None and layer.codebook.grad is not None
+    assert torch.isfinite(layer.codebook.grad).all()
+
+
+def test_layer_image_fmap():
+    layer = _layer("exact")
+    layer.image_fmap = True
+    z = torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    out = layer(z)
+    assert out.quantized.shape == z.shape
+    assert out.weights.shape == (2, 16, 3, 5)
+    assert out.codes.shape == (2, 3, 5)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 4)
+    _, ref = scq_exact(flat, layer.codebook.detach(), 1.0, tol=layer.tol)
+    assert torch.allclose(out.weights.permute(0, 2, 3, 1).reshape(-1, 16), ref, atol=1e-8)
+
+
+@pytest.mark.parametrize("solver", ["relaxed", "exact"])
+def test_large_lambda_gives_vq(solver):
+    """The paper's remark: lambda -> infinity gives VQ (the nearest codeword)."""
+    layer = _layer(solver, lam=1e7)
+    z = torch.randn(40, 4, dtype=torch.float64)
+    out = layer(z)
+    brute = torch.cdist(z, layer.codebook.detach()).argmin(1)
+    assert torch.equal(out.codes, brute)
+    assert torch.allclose(out.quantized, layer.codebook.detach()[brute], atol=1e-5)
+
+
+def test_point_in_convex_hull_is_reproduced_exactly():
+    layer = _layer("exact", lam=1e-3, tol=1e-14, max_iter=200)
+    gen = torch.Generator().manual_seed(7)
+    weights = torch.distributions.Dirichlet(torch.ones(16, dtype=torch.float64)).sample((10,))
+    z = weights @ layer.codebook.detach()
+    out = layer(z)
+    # the error is O(lambda): eq. (8) trades the fit against ||p - e_k||^2
+    assert (z - out.quantized).pow(2).sum(1).max() < 1e-4
+    # and exactly (to the solver tolerance) as lambda -> 0, for a point that is a vertex mix
+    z0 = 0.5 * (layer.codebook.detach()[0] + layer.codebook.detach()[3])
+    _, w = scq_exact(z0[None], layer.codebook.detach(), 1e-9, tol=1e-15, max_iter=200)
+    assert torch.allclose(w @ layer.codebook.detach(), z0[None], atol=1e-6)
+    del gen
+
+
+def test_codeword_is_reproduced_exactly():
+    """A codeword is its own nearest codeword and the minimiser is e_k for every lambda."""
+    for solver in ("relaxed", "exact"):
+        layer = _layer(solver, lam=0.5)
+        out = layer(layer.codebook.detach()[[2, 5, 9]])
+        assert torch.allclose(out.quantized, layer.codebook.detach()[[2, 5, 9]], atol=1e-10)
+        assert out.codes.tolist() == [2, 5, 9]
+
+
+def test_training_step_reduces_quantization_error():
+    torch.manual_seed(0)
+    layer = SoftConvexQuantizer(4, 8, alpha=0.1, solver="exact")
+    opt = torch.optim.Adam(layer.parameters(), lr=0.05)
+    z = torch.randn(256, 4)
+    first = None
+    for _ in range(30):
+        out = layer(z)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        first = out.quantization_error.item() if first is None else first
+    assert layer(z).quantization_error.item() < 0.5 * first
+
+
+# -- bad input -------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, match", [
+    ({"alpha": 0.0}, "alpha"),
+    ({"alpha": float("inf")}, "alpha"),
+    ({"solver": "cvx"}, "solver"),
+    ({"n_steps": 0}, "n_steps"),
+    ({"n_steps": 2.5}, "n_steps"),
+    ({"solver": "exact", "n_steps": 3}, "n_steps"),
+    ({"tol": 0.0}, "tol"),
+    ({"max_iter": 0}, "max_iter"),
+    ({"commitment_weight": 1.5}, "commitment_weight"),
+])
+def test_bad_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SoftConvexQuantizer(4, 8, **kwargs)
+
+
+def test_bad_inputs():
+    layer = SoftConvexQuantizer(4, 8)
+    with pytest.raises(ValueError, match="dim=4"):
+        layer(torch.randn(3, 5))
+    with pytest.raises(ValueError, match="NaN"):
+        layer(torch.tensor([[0.0, float("nan"), 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="NaN"):
+        layer(torch.tensor([[0.0, float("inf"), 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="empty"):
+        layer(torch.zeros(0, 4))
+    with pytest.raises(TypeError, match="floating"):
+        layer(torch.zeros(2, 4, dtype=torch.int64))
+    with pytest.raises(TypeError, match="dtype"):
+        layer(torch.zeros(2, 4, dtype=torch.float64))
+    fmap = SoftConvexQuantizer(4, 8, image_fmap=True)
+    with pytest.raises(ValueError, match="N, d, H, W"):
+        fmap(torch.zeros(2, 4, 3))
+    with pytest.raises(ValueError):
+        scq_relaxed(torch.zeros(2, 4), torch.zeros(8, 3))
+    with pytest.raises(ValueError, match="alpha"):
+        scq_exact(torch.zeros(2, 4), torch.zeros(8, 4), alpha=-1.0)
+
+
+# -- CUDA ------------------------------------------------------------------------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+@pytest.mark.parametrize("solver", ["relaxed", "exact"])
+def test_cuda_matches_cpu(solver):
+    layer = _layer(solver, k=32, d=6)
+    z = torch.randn(50, 6, dtype=torch.float64)
+    ref = layer(z)
+    out = layer.cuda()(z.cuda())
+    assert torch.allclose(out.weights.cpu(), ref.weights, atol=1e-8)
+    assert torch.allclose(out.quantized.cpu(), ref.quantized, atol=1e-8)
+    zc = z.cuda().requires_grad_()
+    layer(zc).quantized.sum().backward()
+    assert torch.isfinite(zc.grad).all()
