@@ -58,12 +58,31 @@ QUANTIZERS = {
     "opq": (OPQ, {}, "optimized product quantization (learned rotation, then PQ)", None),
     "kmeans-vq": (PQ, {"n_subspaces": 1}, "k-means vector quantization (PQ with one subspace)",
                   None),
+    "deepvq": ("skvq.neural._deepvq:DeepVQ", {},
+               "L-bit binary code from one forward pass (W-step / penalty B-step)",
+               _torch_available),
+    "dcn": ("skvq.neural._deepvq:DCN", {},
+            "deep clustering network: k-means in a learned latent space (DeepVQ's eq. 9)",
+            _torch_available),
+    "mdcn": ("skvq.neural._deepvq:MDCN", {}, "DCN decoding from the centroids (DeepVQ's eq. 10)",
+             _torch_available),
+    "scq": ("skvq.neural._autoencoder:SCQ", {},
+            "autoencoder with a soft convex quantization bottleneck (SCQ's Alg. 2)",
+            _torch_available),
+    "vq-vae": ("skvq.neural._autoencoder:VQAutoencoder", {"bottleneck": "vq"},
+               "the same autoencoder with VQ-VAE's nearest-codeword bottleneck",
+               _torch_available),
 }
 
 
-def available_quantizers():
+# Trained networks: minutes, not seconds, so `skvq compare` runs them only when named.
+NEURAL = ("deepvq", "dcn", "mdcn", "scq", "vq-vae")
+
+
+def available_quantizers(include_neural=True):
     """Names of the quantizers usable here (optional dependencies installed)."""
-    return [name for name, (_, _, _, ok) in QUANTIZERS.items() if ok is None or ok()]
+    return [name for name, (_, _, _, ok) in QUANTIZERS.items()
+            if (ok is None or ok()) and (include_neural or name not in NEURAL)]
 
 
 def make_quantizer(name, **params):

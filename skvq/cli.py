@@ -20,7 +20,8 @@ import warnings
 import numpy as np
 from sklearn.base import clone
 
-from ._registry import QUANTIZERS, available_quantizers, class_name, make_quantizer
+from ._registry import (NEURAL, QUANTIZERS, available_quantizers, class_name,
+                        make_quantizer)
 
 
 def _load_array(path):
@@ -71,7 +72,15 @@ def _cmd_compare(args, out):
 
         X = load_digits().data
         source = "scikit-learn digits (1797 x 64, values 0-16)"
-    names = args.methods.split(",") if args.methods else available_quantizers()
+    names = (args.methods.split(",") if args.methods
+             else available_quantizers(include_neural=False))
+    missing = sorted(set(QUANTIZERS) - set(available_quantizers()))
+    if not args.methods and missing:
+        print(f"not installed, skipped: {', '.join(missing)} (see `skvq list`)",
+              file=sys.stderr)
+    if not args.methods:
+        print(f"neural quantizers run only when named: --methods {','.join(NEURAL)}",
+              file=sys.stderr)
     print(f"Data: {source}; {X.shape[0]} x {X.shape[1]}, {np.unique(X).size} distinct values; "
           f"n_values={args.n_values}, weighting={args.weighting}", file=out)
     rows = []
@@ -79,12 +88,18 @@ def _cmd_compare(args, out):
         print(f"[{i}/{len(names)}] {name} ...", end=" ", file=sys.stderr, flush=True)
         params = {"n_values": args.n_values, "weighting": args.weighting,
                   "random_state": args.random_state}
+        # Vector quantizers at the scalar quantizers' rate, D * log2(n_values) bits a row.
+        rate = X.shape[1] * np.log2(args.n_values)
         if name in ("pq", "opq"):
-            # Vector quantizers at the scalar quantizers' rate: M * 8 bits = D * log2(n_values).
-            params["n_subspaces"] = int(np.clip(round(X.shape[1] * np.log2(args.n_values) / 8),
-                                                1, X.shape[1]))
+            params["n_subspaces"] = int(np.clip(round(rate / 8), 1, X.shape[1]))
+        elif name == "deepvq":
+            params["n_bits"] = max(1, int(round(rate)))
+        elif name in ("scq", "vq-vae"):  # n_latents codes of log2(codebook_size) bits
+            params["n_latents"] = max(1, int(round(rate / 6)))
+            params["codebook_size"] = 64
         q = make_quantizer(name, **params)
-        if "n_bits" in q.get_params() and X.shape[0] < 2**q.n_bits:
+        if (name != "deepvq" and "n_bits" in q.get_params()
+                and X.shape[0] < 2**q.n_bits):  # a codebook of 2**n_bits vectors
             q.set_params(n_bits=int(np.log2(X.shape[0])))
         # Warm-up on a few rows so that timings exclude numba's one-off JIT/cache load.
         with warnings.catch_warnings():
@@ -154,7 +169,8 @@ def build_parser():
                    help="weight values by multiplicity (default: the table reports the MSE of "
                         "the whole array, which this minimises) or count each distinct value "
                         "once (the paper's choice and the estimators' default)")
-    p.add_argument("--methods", help="comma-separated names (default: all available)")
+    p.add_argument("--methods", help="comma-separated names (default: every available "
+                                      "classical quantizer; name the neural ones to run them)")
     p.add_argument("--random-state", type=int, default=0)
     p.set_defaults(func=_cmd_compare)
 

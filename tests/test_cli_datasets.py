@@ -118,3 +118,33 @@ def test_real_mnist_if_present():
     X, y = load_mnist()
     assert X.shape == (10000, 784) and y.shape == (10000,)
     assert 0.0 <= X.min() and X.max() <= 1.0
+
+
+@pytest.mark.parametrize("method, params", [
+    ("deepvq", ["n_bits=6", "hidden_sizes=(16,)", "max_epochs=2", "b_iter=2"]),
+    ("scq", ["codebook_size=8", "n_latents=2", "latent_dim=2", "hidden_size=16",
+             "max_epochs=2"]),
+])
+def test_quantize_then_reconstruct_neural(tmp_path, method, params):
+    """The neural quantizers through the command line (torch installed): codes saved, the
+    saved model decodes them as the model does in Python."""
+    pytest.importorskip("torch")
+    pytest.importorskip("skorch")
+    import joblib
+
+    X = np.random.default_rng(0).normal(size=(64, 6))
+    np.save(tmp_path / "x.npy", X)
+    args = ["quantize", str(tmp_path / "x.npy"), "--method", method, "--codes",
+            str(tmp_path / "c.npy"), "--model", str(tmp_path / "m.joblib"), "--param",
+            "random_state=0", "--param", "device='cpu'"]
+    for p in params:
+        args += ["--param", p]
+    assert cli.main(args, out=io.StringIO()) == 0
+    codes = np.load(tmp_path / "c.npy")
+    model = joblib.load(tmp_path / "m.joblib")
+    assert codes.shape[0] == 64 and codes.dtype.kind == "u"
+    assert cli.main(["reconstruct", str(tmp_path / "c.npy"), "--model",
+                     str(tmp_path / "m.joblib"), "--out", str(tmp_path / "r.npy")],
+                    out=io.StringIO()) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "r.npy"), model.inverse_transform(codes),
+                               rtol=1e-6)
