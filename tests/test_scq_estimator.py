@@ -1,0 +1,276 @@
+"""SCQ and VQAutoencoder: the estimator contract, codes, soft weights, pickling, devices."""
+
+import io
+import re
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("skorch")
+
+import joblib  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
+from sklearn.utils.estimator_checks import (  # noqa: E402
+    check_dataframe_column_names_consistency,
+    check_param_validation,
+    check_set_output_transform_pandas,
+    check_transformer_get_feature_names_out,
+    parametrize_with_checks,
+)
+
+from skvq.base import code_dtype  # noqa: E402
+from skvq.neural._autoencoder import BOTTLENECKS, SCQ, VQAutoencoder  # noqa: E402
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+
+# Small default work on tiny inputs: the common checks fit dozens of times.
+TINY = dict(codebook_size=4, latent_dim=2, n_latents=2, hidden_size=8, max_epochs=2,
+            batch_size=16)
+
+
+def _tiny(cls, **params):
+    return cls(**{**TINY, **params})
+
+
+COMMON = [_tiny(SCQ), _tiny(VQAutoencoder, bottleneck="vq_replace"),
+          _tiny(VQAutoencoder, bottleneck="rvq")]
+
+
+@parametrize_with_checks(COMMON)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.parametrize("estimator", COMMON[:2], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("check", [check_param_validation, check_set_output_transform_pandas,
+                                   check_transformer_get_feature_names_out,
+                                   check_dataframe_column_names_consistency],
+                         ids=lambda c: c.__name__)
+def test_extra_checks(estimator, check):
+    pytest.importorskip("pandas")
+    check(type(estimator).__name__, estimator)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    return load_digits().data[:300]
+
+
+def _fit(digits, cls=SCQ, **params):
+    params = {**dict(codebook_size=8, latent_dim=3, n_latents=2, hidden_size=16, max_epochs=3,
+                     batch_size=32, random_state=0), **params}
+    return cls(**params).fit(digits)
+
+
+@pytest.mark.parametrize("bottleneck", BOTTLENECKS)
+def test_every_bottleneck_trains_and_codes(digits, bottleneck):
+    est = _fit(digits, VQAutoencoder, bottleneck=bottleneck)
+    codes = est.transform(digits)
+    assert codes.shape == (len(digits), 2)
+    assert codes.dtype == code_dtype(est.n_codes_)
+    assert est.n_codes_ == (64 if bottleneck == "rvq" else 8)
+    assert est.bits_per_sample_ == pytest.approx(2 * np.log2(est.n_codes_))
+    rec = est.inverse_transform(codes)
+    assert rec.shape == digits.shape and rec.dtype == digits.dtype
+    assert est.score(digits) == pytest.approx(-np.mean((rec - digits) ** 2))
+    stats = est.bottleneck_stats(digits)
+    assert 1.0 <= stats["perplexity"] <= 8.0 + 1e-9
+    if bottleneck not in ("scq", "gumbel"):  # hard quantizers: no soft weights
+        assert stats["soft_perplexity"] == pytest.approx(stats["perplexity"])
+    assert 0.0 < stats["usage"] <= 1.0
+    assert est.n_iter_ == 3 and len(est.net_.history) == 3
+
+
+def test_codes_are_the_bottlenecks_nearest_codewords(digits):
+    """transform = nearest codeword of the encoder output (brute force), for VQ."""
+    est = _fit(digits, VQAutoencoder, bottleneck="vq", scaling="minmax")
+    module = est.net_.module_
+    with torch.no_grad():
+        xs = torch.as_tensor(((digits - est.offset_) / est.scale_).astype(np.float32))
+        z = module.encoder(xs).numpy()  # (n, n_latents, d)
+    codebook = module.bottleneck.codebook.detach().numpy()
+    dist = ((z[:, :, None, :] - codebook[None, None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(est.transform(digits), dist.argmin(-1))
+    # and inverse_transform is the decoder of those codewords, unscaled
+    with torch.no_grad():
+        rec = module.decoder(torch.as_tensor(codebook[dist.argmin(-1)])).numpy()
+    np.testing.assert_allclose(est.inverse_transform(dist.argmin(-1)),
+                               rec * est.scale_ + est.offset_, rtol=1e-5, atol=1e-4)
+
+
+def test_scaling_is_undone(digits):
+    for scaling in ["standard", "minmax", None]:
+        est = _fit(digits, VQAutoencoder, scaling=scaling, max_epochs=1)
+        scaled = est._scale(digits)
+        np.testing.assert_allclose(est._unscale(scaled), digits, atol=1e-4)
+    est = _fit(digits, VQAutoencoder, scaling="minmax", max_epochs=1)
+    scaled = est._scale(digits)
+    assert scaled.min() >= -1 - 1e-6 and scaled.max() <= 1 + 1e-6
+
+
+def test_scq_weights_are_convex_and_decode(digits):
+    est = _fit(digits)
+    weights = est.transform_weights(digits)
+    assert weights.shape == (len(digits), 2, 8)
+    assert weights.min() >= -1e-6
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(weights.argmax(-1), est.transform(digits))
+    # Decoding the weights is the autoencoder's output (decoder of C P*).
+    module = est.net_.module_
+    with torch.no_grad():
+        xs = torch.as_tensor(est._scale(digits))
+        out = module.decoder(module.bottleneck(module.encoder(xs)).quantized).numpy()
+    np.testing.assert_allclose(est.inverse_transform(weights), out * est.scale_ + est.offset_,
+                               rtol=1e-4, atol=1e-3)
+    stats = est.bottleneck_stats(digits)
+    assert stats["reconstruction_mse"] == pytest.approx(np.mean((out - xs.numpy()) ** 2),
+                                                        rel=1e-4)
+    # perplexities: of the argmax codes' histogram, and of the mean convex weights
+    codes = est.transform(digits).ravel()
+    p = np.bincount(codes, minlength=8) / codes.size
+    p = p[p > 0]
+    assert stats["perplexity"] == pytest.approx(np.exp(-(p * np.log(p)).sum()))
+    q = weights.reshape(-1, 8).astype(np.float64).mean(0)
+    q = q[q > 0] / q.sum()
+    assert stats["soft_perplexity"] == pytest.approx(np.exp(-(q * np.log(q)).sum()), rel=1e-4)
+
+
+@pytest.mark.parametrize("bottleneck", ["vq", "vq_affine"])
+def test_one_hot_weights_decode_like_codes(digits, bottleneck):
+    est = _fit(digits, VQAutoencoder, bottleneck=bottleneck)
+    codes = est.transform(digits)
+    weights = est.transform_weights(digits)
+    np.testing.assert_array_equal(weights, np.eye(8, dtype=np.float32)[codes])
+    np.testing.assert_allclose(est.inverse_transform(weights), est.inverse_transform(codes),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_image_shape_gives_a_conv_autoencoder(digits):
+    est = _fit(digits, VQAutoencoder, bottleneck="vq_replace", image_shape=(1, 8, 8),
+               n_downsample=1, hidden_size=8)
+    codes = est.transform(digits)
+    assert est.latent_shape_ == (4, 4) and codes.shape == (len(digits), 16)
+    assert est.bits_per_sample_ == pytest.approx(16 * 3)
+    assert isinstance(est.net_.module_.encoder.net[0], torch.nn.Conv2d)
+    # codes are the latent map in row-major order
+    module = est.net_.module_
+    with torch.no_grad():
+        out = module.bottleneck(module.encoder(torch.as_tensor(est._scale(digits[:5]))))
+    np.testing.assert_array_equal(codes[:5], out.codes.reshape(5, -1).numpy())
+    weights = est.transform_weights(digits)
+    assert weights.shape == (len(digits), 16, 8)
+    np.testing.assert_allclose(est.inverse_transform(weights), est.inverse_transform(codes),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_scq_on_images(digits):
+    est = _fit(digits, image_shape=(1, 8, 8), n_downsample=2, hidden_size=8)
+    weights = est.transform_weights(digits)
+    assert weights.shape == (len(digits), 4, 8)
+    np.testing.assert_array_equal(weights.argmax(-1), est.transform(digits))
+    assert est.inverse_transform(weights).shape == digits.shape
+
+
+def test_same_random_state_same_codes(digits):
+    for cls, params in [(SCQ, {}), (VQAutoencoder, {"bottleneck": "gumbel"}),
+                        (VQAutoencoder, {"bottleneck": "vq_replace_affine"})]:
+        a = _fit(digits, cls, **params).transform(digits)
+        b = _fit(digits, cls, **params).transform(digits)
+        np.testing.assert_array_equal(a, b)
+    w1 = _fit(digits, random_state=1).transform_weights(digits)
+    w2 = _fit(digits, random_state=2).transform_weights(digits)
+    assert not np.allclose(w1, w2)
+
+
+def test_random_state_parameter_unchanged(digits):
+    rng = np.random.RandomState(0)
+    est = _fit(digits, random_state=rng)
+    assert est.random_state is rng
+    assert est.get_params()["device"] == "auto" and est.device_ in ("cpu", "cuda")
+
+
+def test_pickle_roundtrip(digits):
+    est = _fit(digits, VQAutoencoder, bottleneck="vq_replace_affine")
+    buffer = io.BytesIO()
+    joblib.dump(est, buffer)
+    buffer.seek(0)
+    loaded = joblib.load(buffer)
+    np.testing.assert_array_equal(loaded.transform(digits), est.transform(digits))
+    np.testing.assert_allclose(loaded.inverse_transform(est.transform(digits)),
+                               est.inverse_transform(est.transform(digits)))
+    assert loaded.device_ == est.device_
+
+
+def test_verbose_prints_the_epoch_log(digits, capsys):
+    _fit(digits, VQAutoencoder, max_epochs=2, verbose=0)
+    assert capsys.readouterr().out == ""
+    _fit(digits, VQAutoencoder, max_epochs=2, verbose=1)
+    assert re.search(r"epoch\s+train_loss", capsys.readouterr().out)
+
+
+def test_bad_inputs(digits):
+    est = _fit(digits, VQAutoencoder, max_epochs=1)
+    with pytest.raises(NotFittedError):
+        VQAutoencoder().transform(digits)
+    with pytest.raises(NotFittedError):
+        SCQ().transform_weights(digits)
+    bad = digits[:5].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        VQAutoencoder(**TINY).fit(bad)
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        est.transform(bad)
+    with pytest.raises(ValueError, match="0 sample"):
+        VQAutoencoder(**TINY).fit(digits[:0])
+    with pytest.raises(ValueError, match="features"):
+        est.transform(digits[:, :10])
+    with pytest.raises(ValueError, match="out of range"):
+        est.inverse_transform(np.full((2, 2), 8))
+    with pytest.raises(ValueError, match="columns"):
+        est.inverse_transform(np.zeros((2, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="shape"):
+        est.inverse_transform(np.zeros((2, 2, 5)))
+    with pytest.raises(ValueError, match="finite"):
+        est.inverse_transform(np.full((2, 2, 8), np.nan))
+    with pytest.raises(ValueError, match="image_shape"):
+        VQAutoencoder(image_shape=(1, 8, 7), **TINY).fit(digits)
+    with pytest.raises(ValueError, match="multiples"):
+        VQAutoencoder(image_shape=(1, 8, 8), n_downsample=4, **TINY).fit(digits)
+    with pytest.raises(ValueError, match="three positive"):
+        VQAutoencoder(image_shape=(64,), **TINY).fit(digits)
+    with pytest.raises(ValueError, match="bottleneck"):
+        VQAutoencoder(bottleneck="kmeans").fit(digits)
+    with pytest.raises(ValueError, match="alpha"):
+        SCQ(alpha=0.0).fit(digits)
+    rvq = _fit(digits, VQAutoencoder, bottleneck="rvq", max_epochs=1)
+    with pytest.raises(ValueError, match="rvq"):
+        rvq.transform_weights(digits)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the error without CUDA")
+def test_cuda_requested_without_cuda(digits):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        VQAutoencoder(device="cuda", **TINY).fit(digits)
+
+
+@CUDA
+@pytest.mark.parametrize("cls", [SCQ, VQAutoencoder])
+def test_cuda_fit_and_load_on_cpu(digits, cls, monkeypatch):
+    est = _fit(digits, cls, device="cuda")
+    assert est.device_ == "cuda"
+    assert next(est.net_.module_.parameters()).is_cuda
+    codes = est.transform(digits)
+    buffer = io.BytesIO()
+    joblib.dump(est, buffer)
+    buffer.seek(0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(Warning):  # skorch says it maps the CUDA tensors to the CPU
+        loaded = joblib.load(buffer)
+    assert loaded.device_ == "cpu"
+    assert not next(loaded.net_.module_.parameters()).is_cuda
+    agree = (loaded.transform(digits) == codes).mean()
+    assert agree > 0.99  # CPU and CUDA kernels may differ in the last bits
