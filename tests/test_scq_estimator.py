@@ -22,6 +22,15 @@ from sklearn.utils.estimator_checks import (  # noqa: E402
 from skvq.base import code_dtype  # noqa: E402
 from skvq.neural._autoencoder import BOTTLENECKS, SCQ, VQAutoencoder  # noqa: E402
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny networks: one thread avoids the cost of waking idle threads on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 
 # Small default work on tiny inputs: the common checks fit dozens of times.

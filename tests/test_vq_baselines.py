@@ -15,6 +15,15 @@ from skvq.neural._vq_baselines import (  # noqa: E402
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny networks: one thread avoids the cost of waking idle threads on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _brute_force_nearest(z, codebook):
     """Nearest codeword by an explicit distance for every (vector, codeword) pair."""
     z, codebook = np.asarray(z, np.float64), np.asarray(codebook, np.float64)
