@@ -56,7 +56,7 @@ def make_bottleneck(name, dim, codebook_size, image_fmap=False, commitment_weigh
         The bottleneck receives ``(N, dim, H, W)`` feature maps.
     commitment_weight : float, default=0.25
         :math:`\\beta` of eq. (5), for the bottlenecks that have it (all but ``"gumbel"``;
-        ``"scq"`` receives it when its layer accepts a ``commitment_weight``).
+        SCQ's layer uses it for the same two terms on ``C P*``).
     **params
         Further keyword arguments of the bottleneck's constructor (``alpha`` and ``solver``
         for SCQ, ``temperature`` for Gumbel, ``num_quantizers`` for RVQ, ...).
@@ -70,12 +70,7 @@ def make_bottleneck(name, dim, codebook_size, image_fmap=False, commitment_weigh
     if name == "scq":
         from ._scq_layer import SoftConvexQuantizer
 
-        import inspect
-
-        accepted = inspect.signature(SoftConvexQuantizer.__init__).parameters
-        if "commitment_weight" in accepted:
-            params = {"commitment_weight": commitment_weight, **params}
-        return SoftConvexQuantizer(dim, codebook_size, image_fmap=image_fmap, **params)
+        return SoftConvexQuantizer(dim, codebook_size, image_fmap=image_fmap, **{**vq, **params})
     if name == "vq":
         return VectorQuantize(dim, codebook_size, image_fmap=image_fmap, **{**vq, **params})
     if name == "vq_replace":
@@ -577,7 +572,7 @@ _SHARED_DOC = """
     hidden_size : int, default=128
         Width of the MLP's hidden layers, or channels of the convolutional layers.
     commitment_weight : float, default=0.25
-        :math:`\\beta` of eq. (5) (VQ bottlenecks).
+        :math:`\\beta` of eq. (5) (every bottleneck but Gumbel; SCQ applies it to ``C P*``).
     scaling : {"standard", "minmax"} or None, default="standard"
         Scaling of each feature inside the estimator, undone on output: zero mean and unit
         variance, the training range mapped to ``[-1, 1]``, or none.
@@ -730,9 +725,11 @@ class SCQ(_QuantizedAutoencoderBase):
     alpha : float, default=1.0
         Regularisation :math:`\\lambda > 0` of eq. (8) towards the one-hot VQ solution
         (``alpha -> inf`` gives VQ).
-    solver : str, default="relaxed"
+    solver : {"relaxed", "exact"}, default="relaxed"
         How eq. (8) is solved (see :class:`~skvq.neural.SoftConvexQuantizer`): "relaxed"
-        is Algorithm 2.{_SHARED_DOC}
+        is Algorithm 2 (a linear solve, then the exact projection onto the simplex;
+        ``bottleneck_params={{"n_steps": m}}`` uses the paper's ``m`` alternating projection
+        steps instead), "exact" solves eq. (8) itself.{_SHARED_DOC}
 {_ATTRIBUTES_DOC}
 
     See Also
@@ -766,7 +763,7 @@ class SCQ(_QuantizedAutoencoderBase):
 
     _parameter_constraints = {
         "alpha": [Interval(Real, 0, None, closed="neither")],
-        "solver": [str],
+        "solver": [StrOptions({"relaxed", "exact"})],
         **_COMMON_PARAMS,
     }
 
