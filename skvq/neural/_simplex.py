@@ -313,41 +313,61 @@ def _unconstrained(z, codebook, factor, codes):
     return y, a
 
 
+def _flat_support(idx, valid, coef):
+    """Row-major lists ``rows, cols, values`` of the valid entries of a padded support."""
+    m, s = idx.shape
+    rows = torch.arange(m, device=idx.device).unsqueeze(1).expand(m, s)[valid]
+    return rows, idx[valid], coef[valid]
+
+
+def _sparse(rows, cols, vals, shape, transpose=False):
+    if transpose:
+        return torch.sparse_coo_tensor(torch.stack([cols, rows]), vals, shape[::-1],
+                                       check_invariants=False)
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape, is_coalesced=True,
+                                   check_invariants=False)
+
+
 class _RelaxedSCQ(torch.autograd.Function):
     """Alg. 2 with the exact simplex projection; analytic, support-sparse backward."""
 
     @staticmethod
     def forward(ctx, z, codebook, factor, codes):
         ctx.set_materialize_grads(False)
+        m, k = z.shape[0], codebook.shape[0]
         y, a = _unconstrained(z, codebook, factor, codes)
         _, idx, valid, p_s = _project_compact(a)
-        quantized = _combine(codebook, idx, valid, p_s)
-        ctx.save_for_backward(codebook, factor, y, codes, idx, valid, p_s)
-        return quantized, _densify(idx, valid, p_s, codebook.shape[0])
+        rows, cols, vals = _flat_support(idx, valid, p_s)
+        quantized = torch.sparse.mm(_sparse(rows, cols, vals, (m, k)), codebook)
+        weights = z.new_zeros(m, k)
+        weights[rows, cols] = vals
+        ctx.save_for_backward(codebook, factor, y, codes, rows, cols, vals)
+        return quantized, weights
 
     @staticmethod
     def backward(ctx, grad_q, grad_p):
-        codebook, factor, y, codes, idx, valid, p_s = ctx.saved_tensors
-        g_s = torch.zeros_like(p_s)
+        codebook, factor, y, codes, rows, cols, vals = ctx.saved_tensors
+        m, k = y.shape[0], codebook.shape[0]
+        g = torch.zeros_like(vals)
         if grad_p is not None:
-            g_s = g_s + grad_p.gather(1, idx)
+            g = g + grad_p[rows, cols]
         if grad_q is not None:
-            g_s = g_s + _project_rows(codebook, idx, valid, grad_q)
-        g_s = g_s * valid
-        n_s = valid.sum(1, keepdim=True).to(g_s.dtype)
+            g = g + (codebook.index_select(0, cols) * grad_q.index_select(0, rows)).sum(1)
         # Jacobian of the projection on its support: I - 1 1^T / |S|
-        g_a = (g_s - g_s.sum(1, keepdim=True) / n_s) * valid
-        grad_y = _combine(factor, idx, valid, g_a)
+        n_s = torch.bincount(rows, minlength=m).to(g.dtype)
+        g_a = g - (torch.zeros(m, dtype=g.dtype, device=g.device).index_add_(0, rows, g)
+                   / n_s.clamp_min(1))[rows]
+        grad_y = torch.sparse.mm(_sparse(rows, cols, g_a, (m, k)), factor)
         grad_z = grad_factor = grad_codebook = None
         if ctx.needs_input_grad[0]:
             grad_z = grad_y
         if ctx.needs_input_grad[2]:
-            grad_factor = _scatter_outer(torch.zeros_like(factor), idx, valid, g_a, y)
+            grad_factor = torch.sparse.mm(_sparse(rows, cols, g_a, (m, k), True), y)
         if ctx.needs_input_grad[1]:
             grad_codebook = torch.zeros_like(codebook)
             grad_codebook.index_add_(0, codes, -grad_y)
             if grad_q is not None:
-                _scatter_outer(grad_codebook, idx, valid, p_s, grad_q)
+                grad_codebook += torch.sparse.mm(_sparse(rows, cols, vals, (m, k), True), grad_q)
         return grad_z, grad_codebook, grad_factor, None
 
 
@@ -369,7 +389,7 @@ def scq_alternating_projection(a, n_steps):
 def nearest_codes(z, codebook):
     """Index of the nearest codeword (row of ``codebook``) of every row of ``z`` (eq. 1)."""
     with torch.no_grad():
-        scores = codebook.pow(2).sum(1)[None, :] - 2.0 * (z @ codebook.t())
+        scores = torch.addmm(codebook.pow(2).sum(1)[None, :], z, codebook.t(), alpha=-2.0)
         return scores.argmin(1)
 
 
@@ -594,7 +614,12 @@ class _ExactSCQ(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, codebook, factor, codes, lam, tol, max_iter, info_box):
         ctx.set_materialize_grads(False)
-        weights, info = _solve_exact(z, codebook, codes, lam, tol, max_iter, factor)
+        # the line search compares dual values that differ by less than float32 resolves
+        # near the optimum (rows stall); the solve runs in float64 and P is cast back
+        work = torch.float64 if z.dtype != torch.float64 else z.dtype
+        weights, info = _solve_exact(z.to(work), codebook.to(work), codes, lam, tol, max_iter,
+                                     factor.to(work))
+        weights = weights.to(z.dtype)
         info_box.append(info)
         idx, valid, p_s = _compact(weights)
         quantized = _combine(codebook, idx, valid, p_s)
