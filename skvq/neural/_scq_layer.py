@@ -116,7 +116,8 @@ class SoftConvexQuantizer(Bottleneck):
         super().__init__(dim, codebook_size, image_fmap=image_fmap)
         alpha = float(alpha)
         if not (alpha > 0 and math.isfinite(alpha)):
-            raise ValueError(f"alpha (the paper's lambda) must be positive and finite, got {alpha}.")
+            raise ValueError(
+                f"alpha (the paper's lambda) must be positive and finite, got {alpha}.")
         if solver not in ("relaxed", "exact"):
             raise ValueError(f"solver must be 'relaxed' or 'exact', got {solver!r}.")
         if n_steps is not None:

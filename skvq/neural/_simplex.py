@@ -659,7 +659,7 @@ class _ExactSCQ(torch.autograd.Function):
         return grad_z, grad_codebook, None, None, None, None, None, None
 
 
-def scq_exact(z, codebook, alpha=1.0, codes=None, tol=1e-6, max_iter=50, return_info=False):
+def scq_exact(z, codebook, alpha=1.0, codes=None, tol=1e-6, max_iter=100, return_info=False):
     r"""Soft convex quantization by eq. (8), solved for every row to a certified tolerance.
 
     Parameters
@@ -675,7 +675,7 @@ def scq_exact(z, codebook, alpha=1.0, codes=None, tol=1e-6, max_iter=50, return_
     tol : float, default=1e-6
         Every row stops when its duality gap, an upper bound on
         :math:`f(p) - f(p^\star)`, is at most ``tol * (1 + f(p))``.
-    max_iter : int, default=50
+    max_iter : int, default=100
         Newton iterations at most.
     return_info : bool, default=False
         Also return a :class:`SCQSolverInfo`.
