@@ -98,7 +98,8 @@ def test_straight_through_gradient_and_eq5_loss(z):
     expected_c = np.zeros_like(codebook)
     np.add.at(expected_c, codes, (1 - beta) * 2.0 * (zq - z.numpy()) / (m * d))
     np.testing.assert_allclose(layer.codebook.grad.numpy(), expected_c, atol=1e-12)
-    expected_loss = (1 - beta) * ((zq - z.numpy()) ** 2).mean() + beta * ((z.numpy() - zq) ** 2).mean()
+    sq = ((zq - z.numpy()) ** 2).mean()
+    expected_loss = (1 - beta) * sq + beta * sq
     assert float(out.loss.detach()) == pytest.approx(expected_loss)
 
 

@@ -490,8 +490,8 @@ class _QuantizedAutoencoderBase(BaseQuantizer):
             for the mean of the soft weights over all latent vectors (VQ-VAE's usual
             perplexity with SCQ's ``P*`` or Gumbel's softmax in place of the one-hot codes;
             equal to ``"perplexity"`` for the hard quantizers); ``"usage"``: fraction of
-            codewords used at least once by a hard code. All errors are in the scaled space the network
-            works in (``scaling``), as the paper's.
+            codewords used at least once by a hard code. All errors are in the scaled
+            space the network works in (``scaling``), as the paper's.
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
