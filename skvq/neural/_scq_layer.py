@@ -104,7 +104,7 @@ class SoftConvexQuantizer(Bottleneck):
     Examples
     --------
     >>> import torch
-    >>> from skvq.neural._scq_layer import SoftConvexQuantizer
+    >>> from skvq.neural import SoftConvexQuantizer
     >>> layer = SoftConvexQuantizer(dim=8, codebook_size=32, alpha=1.0)
     >>> out = layer(torch.randn(4, 10, 8))
     >>> out.quantized.shape, out.weights.shape, out.codes.shape
