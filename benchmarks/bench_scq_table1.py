@@ -19,7 +19,8 @@ quantization time: one bottleneck forward pass (evaluation mode) on the encoder 
 a test batch of 128 images, averaged over the test batches.
 
 Options: ``--seeds N`` (default 3) training runs per cell, ``--epochs E`` (default 10),
-``--cache PATH`` keeps finished runs in a JSON file and reuses them (resuming a run).
+``--cache PATH`` keeps finished runs in a JSON file and reuses them (resuming a run),
+``--note TEXT`` adds a remark on the run's conditions to the report.
 ``--quick`` runs a smoke test on scikit-learn's digits (8 x 8) and 16 x 16 patches.
 """
 
@@ -169,6 +170,7 @@ def main():
                     f"{m} {stats[m]:.4g}" for m in METRICS), flush=True)
             results[set_name, row] = np.array(runs)
     total = time.perf_counter() - started
+    train_total = sum(float(r[:, FIT_S].sum()) for r in results.values())
 
     # -- report ----------------------------------------------------------------------------
     lines = header("SCQ Table 1 analog: every bottleneck in one autoencoder", args, 1,
@@ -193,9 +195,9 @@ def main():
         f"epochs on a GPU; "
         + ("this run: fewer seeds and epochs to fit a 2-CPU machine shared with other "
            "jobs in ~45 minutes)." if n_seeds < 5 else "this run: fewer epochs).")
-        + f" Total time {total / 60:.1f} min"
-        + (f" ({cache.n_cached} runs kept in the `--cache` file, some from an earlier "
-           "invocation of the same command)." if CACHE else "."),
+        + f" Training time of all runs {train_total / 60:.1f} min"
+        + (f"; this invocation {total / 60:.1f} min, the `--cache` file holding "
+           f"{cache.n_cached} finished runs." if CACHE else "."),
         "",
         "Columns: **MSE** reconstruction MSE per pixel (the decoder fed with the "
         "bottleneck's output, as in training and as the paper measures it: for SCQ the "
@@ -211,6 +213,8 @@ def main():
         "images; **fit s** training time.",
         "",
     ]
+    if NOTE:
+        lines += [f"Run conditions: {NOTE}", ""]
     for set_name, (X_train, X_test, shape, description) in sets.items():
         lines += [f"## {set_name}", "", f"{description}; `image_shape={shape}`, "
                   f"{X_train.shape[0]} train / {X_test.shape[0]} test rows.", ""]
@@ -280,7 +284,10 @@ def main():
             ax.set_yticks(range(len(names)))
             ax.set_yticklabels(names if j == 0 else [], fontsize=8)
             if log:
+                from matplotlib.ticker import NullFormatter
+
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_title(f"{set_name}: {label}", fontsize=10)
     fig.tight_layout()
     savefig(fig, f"{args.out}/bench_scq_table1.png")
@@ -334,4 +341,5 @@ if __name__ == "__main__":
     N_SEEDS = int(_pop_option("--seeds", 3))
     N_EPOCHS = int(_pop_option("--epochs", 10))
     CACHE = _pop_option("--cache", None)
+    NOTE = _pop_option("--note", None)
     sys.exit(main())
