@@ -214,7 +214,7 @@ class PQNearestNeighbors(BaseEstimator):
 
         # Batches run on as many threads as the BLAS setting allows (the scan releases the
         # GIL); each thread holds one batch's memory at a time.
-        n_threads = effective_n_threads()
+        n_threads = effective_n_threads() if n_queries > step else 1
         with threadpool_limits(1, user_api="blas") if n_threads > 1 else nullcontext():
             map_threads(search_batch, range(0, n_queries, step), n_threads)
         if return_distance:

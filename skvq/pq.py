@@ -40,6 +40,10 @@ _PQ_PARAMS = {
 }
 
 
+# Subspaces are fitted on several threads when one Lloyd step of a subspace costs at least
+# this many multiply-adds: below it, the GIL-bound Python around the small products makes
+# threads slower than one (scikit-learn's digits: 17 s -> 5 min for a grid search).
+_PARALLEL_FIT_WORK = 1 << 24
 # Outputs of at least this many entries are decoded on several threads.
 _PARALLEL_DECODE_SIZE = 1 << 18
 
@@ -206,7 +210,8 @@ class PQ(_ProductCodes, BaseQuantizer):
             codebook[m, :, :hi - lo] = centers
             return it
 
-        n_threads = effective_n_threads()
+        work = train.shape[0] * n_centroids * (codebook.shape[2] + 1)  # per Lloyd step
+        n_threads = effective_n_threads() if work >= _PARALLEL_FIT_WORK else 1
         if n_threads > 1 and self.n_subspaces > 1:
             # subspaces in parallel, one BLAS thread each (more than one BLAS thread on
             # these small products costs more than it gains)

@@ -162,12 +162,14 @@ def test_same_mse_as_faiss_within_a_percent():
 
 @pytest.mark.parametrize("estimator", [PQ(3, 3, random_state=0), OPQ(2, 3, n_iter=2, random_state=0)],
                          ids=["PQ", "OPQ"])
-def test_thread_count_does_not_change_the_fit(X, estimator):
+def test_thread_count_does_not_change_the_fit(X, estimator, monkeypatch):
     """Subspaces fit on several threads when BLAS may use several: same codebooks as on one
     thread, since every subspace draws from its own generator."""
+    import skvq.pq
+    from sklearn.base import clone
     from threadpoolctl import threadpool_limits
 
-    from sklearn.base import clone
+    monkeypatch.setattr(skvq.pq, "_PARALLEL_FIT_WORK", 1)  # threads even for tiny data
 
     with threadpool_limits(1):
         one = clone(estimator).fit(X)
