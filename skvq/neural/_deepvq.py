@@ -283,15 +283,19 @@ class DeepVQ(_NeuralQuantizer):
         Dropout rate after each decoder hidden layer (an improvement, not in the paper).
     gamma : float, default=1.0
         ``gamma`` of eq. (4)-(6): weight of ``||f(X) - B||^2`` (the paper uses 1).
-    rho : float, default=0.05
-        Initial penalty ``rho`` of eq. (8) in each B-step (the paper's 0.05).
-    rho_growth : float, default=1.5
+    rho : float, default=1e-4
+        Initial penalty ``rho`` of eq. (8) in each B-step. The paper's 0.05 binarises ``B``
+        in the first iteration at batch size 128 (the penalty's gradient grows with
+        ``N * L``), which reduces the B-step to rounding ``f(X)`` after one gradient step; a
+        small start lets the first iterations lower ``h(B)`` before the penalty binarises.
+    rho_growth : float, default=3.0
         ``rho`` is multiplied by this after every inner iteration of a B-step, so that ``B``
-        ends exactly binary (the schedule the paper leaves open).
+        ends binary (the schedule the paper leaves open).
     b_iter : int, default=10
         Inner iterations (alternations of ``V`` and ``B``) per B-step, per batch (paper: 10).
-    b_step_size : float, default=0.05
-        Projected-gradient step on ``B`` in the B-step.
+    b_step_size : float, default=0.3
+        Projected-gradient step on ``B`` in the B-step (``h`` summed over the batch, as in
+        eq. 6).
     penalty : {"squared", "linear"}, default="squared"
         The B-step's penalty on ``<B, V> = NL``: eq. (8)'s ``rho (<B, V> - NL)^2`` or
         Yuan and Ghanem's exact ``rho (NL - <B, V>)``; see :func:`binary_penalty_step`.
@@ -410,8 +414,8 @@ class DeepVQ(_NeuralQuantizer):
     }
 
     def __init__(self, n_bits=16, *, hidden_sizes=(500, 255), tied_weights=True,
-                 decoder_hidden=None, dropout=0.0, gamma=1.0, rho=0.05, rho_growth=1.5,
-                 b_iter=10, b_step_size=0.05, penalty="squared", pretrain_epochs=0, warmup_epochs=0,
+                 decoder_hidden=None, dropout=0.0, gamma=1.0, rho=1e-4, rho_growth=3.0,
+                 b_iter=10, b_step_size=0.3, penalty="squared", pretrain_epochs=0, warmup_epochs=0,
                  finetune_epochs=0, optimizer="adam", lr=1e-3, weight_decay=0.0,
                  batch_size=128, max_epochs=20, device="auto", random_state=None, verbose=0):
         self.n_bits = n_bits

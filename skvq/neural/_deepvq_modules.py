@@ -123,7 +123,7 @@ def frozen_batch_statistics(module):
             m.train(training)
 
 
-def binary_penalty_step(objective, B0, *, rho=0.05, rho_growth=1.5, n_iter=10, step_size=0.05,
+def binary_penalty_step(objective, B0, *, rho=1e-4, rho_growth=3.0, n_iter=10, step_size=0.3,
                         penalty="squared"):
     """DeepVQ's B-step: minimise ``h(B)`` over binary ``B`` by the exact penalty method.
 
@@ -163,13 +163,13 @@ def binary_penalty_step(objective, B0, *, rho=0.05, rho_growth=1.5, n_iter=10, s
         DeepVQ uses ``h(B) = ||g(B) - X||_F^2 + gamma ||f(X) - B||_F^2`` (eq. 6).
     B0 : Tensor of shape (N, L)
         Starting point (DeepVQ: the encoder's output ``f(X)``, in the box). Not modified.
-    rho : float, default=0.05
-        Initial penalty ``rho`` of eq. (8) (the paper's value).
-    rho_growth : float, default=1.5
+    rho : float, default=1e-4
+        Initial penalty ``rho`` of eq. (8) (the paper uses 0.05; see :class:`DeepVQ`).
+    rho_growth : float, default=3.0
         Factor applied to ``rho`` after each iteration (>= 1).
     n_iter : int, default=10
         Alternations of V and B (the paper runs 10 per batch).
-    step_size : float, default=0.05
+    step_size : float, default=0.3
         Gradient step on ``B``.
     penalty : {"squared", "linear"}, default="squared"
         ``rho (<B, V> - NL)^2`` (eq. 8) or ``rho (NL - <B, V>)`` (Yuan and Ghanem).
