@@ -66,10 +66,10 @@ QUANTIZERS = {
             _torch_available),
     "mdcn": ("skvq.neural._deepvq:MDCN", {}, "DCN decoding from the centroids (DeepVQ's eq. 10)",
              _torch_available),
-    "scq": ("skvq.neural._autoencoder:SCQ", {},
+    "scq": ("skvq.neural._autoencoder:SCQ", {"alpha": 0.01, "max_epochs": 10},
             "autoencoder with a soft convex quantization bottleneck (SCQ's Alg. 2)",
             _torch_available),
-    "vq-vae": ("skvq.neural._autoencoder:VQAutoencoder", {"bottleneck": "vq"},
+    "vq-vae": ("skvq.neural._autoencoder:VQAutoencoder", {"bottleneck": "vq", "max_epochs": 10},
                "the same autoencoder with VQ-VAE's nearest-codeword bottleneck",
                _torch_available),
 }

@@ -397,7 +397,7 @@ class _QuantizedAutoencoderBase(BaseQuantizer):
 
         Returns
         -------
-        weights : ndarray of shape (n_samples, n_latent_positions_, codebook_size)
+        weights : ndarray of shape (n_samples, n_latent_positions, codebook_size)
             float32 weights; ``inverse_transform`` decodes them.
         """
         check_is_fitted(self)
@@ -425,8 +425,8 @@ class _QuantizedAutoencoderBase(BaseQuantizer):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_latent_positions_) or \
-(n_samples, n_latent_positions_, codebook_size)
+        X : array-like of shape (n_samples, n_latent_positions) or \
+(n_samples, n_latent_positions, codebook_size)
             Integer codes (``transform``'s output), or soft weights
             (``transform_weights``'s output): each position is decoded as
             ``weights @ codebook``.
@@ -614,7 +614,7 @@ _ATTRIBUTES_DOC = """
         Distinct hard codes per position (``codebook_size``, or ``K**num_quantizers``).
     bits_per_sample_ : float
         ``n_latent_positions_ * log2(n_codes_)``.
-    offset_, scale_ : ndarray of shape (n_features_in_,)
+    offset_, scale_ : ndarray of shape (n_features_in,)
         The input scaling, ``(X - offset_) / scale_``.
     n_iter_ : int
         Epochs run.
