@@ -1,7 +1,7 @@
 """
-=====================================================
-DeepVQ: binary codes from one forward pass (digits)
-=====================================================
+=============================================================
+DeepVQ: binary codes from one forward pass (digits and MNIST)
+=============================================================
 
 :class:`~skvq.neural.DeepVQ` is an auto-encoder whose encoder outputs the code itself:
 ``L`` bits, the signs of ``L`` tanh units. No codebook of ``2**L`` centroids is stored or
@@ -9,7 +9,9 @@ searched, so the code length is not limited by k-means' exponential cost. This e
 trains DeepVQ on scikit-learn's digits (8 x 8 images) at several code lengths ``L``, shows
 reconstructions of held-out digits, and compares the test MSE with k-means vector
 quantization (``PQ(n_subspaces=1, n_bits=L)``, possible only for small ``L``) and with the
-best product quantizer of the same rate. See :ref:`deepvq` for the method.
+best product quantizer of the same rate, then shows MNIST reconstructions at L = 10, 16 and
+32 bits when MNIST is found (:func:`skvq.datasets.find_mnist`). See :ref:`deepvq` for the
+method.
 """
 
 # %%
@@ -115,4 +117,40 @@ ax.set_xticks(code_lengths, [str(L) for L in code_lengths])
 ax.legend()
 ax.set_title("digits: distortion against rate")
 plt.tight_layout()
+
+# %%
+# MNIST reconstructions at several code lengths
+# ---------------------------------------------
+# With MNIST's test images (``../shared/data/mnist`` or ``$SKVQ_MNIST``; skipped when they are
+# absent), DeepVQ is trained on the first 3,000 images with small networks and 15 epochs
+# (a few seconds per code length: an illustration; the full-size training and its Table 1
+# numbers are in :doc:`/benchmarks/bench_deepvq_table1`), and codes the last 8 images.
+from skvq.datasets import find_mnist, load_mnist  # noqa: E402
+
+if find_mnist() is None:
+    print("MNIST not found: set SKVQ_MNIST to the folder of its IDX files to see this part")
+else:
+    images, _ = load_mnist()
+    images = images.reshape(len(images), -1).astype(np.float32)
+    mnist_train, mnist_test = images[:3000], images[-n_show:]
+    rows = [("original", mnist_test)]
+    for n_bits in (10, 16, 32):
+        mnist_model = DeepVQ(
+            n_bits=n_bits, hidden_sizes=(256,), tied_weights=False, decoder_hidden=(256,),
+            dropout=0.1, warmup_epochs=10, max_epochs=15, batch_size=128, lr=2e-3,
+            b_step_size=0.3, rho=1e-4, rho_growth=3.0, random_state=0,
+        ).fit(mnist_train)
+        rec = mnist_model.inverse_transform(mnist_model.transform(mnist_test))
+        rows.append((f"L={n_bits}", rec))
+        mse = np.mean((rec - mnist_test) ** 2)
+        print(f"MNIST L={n_bits}: MSE of these {n_show} images {mse:.4f}")
+    fig, axes = plt.subplots(len(rows), n_show, figsize=(n_show * 0.9, len(rows) * 1.0))
+    for r, (name, imgs) in enumerate(rows):
+        for c in range(n_show):
+            axes[r, c].imshow(imgs[c].reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("MNIST test images and their DeepVQ reconstructions")
+    plt.tight_layout()
 plt.show()
