@@ -84,6 +84,13 @@ class BaseQuantizer(TransformerMixin, BaseEstimator):
     def _bytes_per_row(self):
         return 8 * max(self.n_features_in_, 1) * 4
 
+    def _row_batches(self, n_rows):
+        """``slice`` objects covering ``n_rows`` rows in batches of bounded memory: the one
+        batching rule of transform, inverse_transform, score and the subclasses' extras."""
+        step = _n_rows_per_batch(self._bytes_per_row())
+        for start in range(0, n_rows, step):
+            yield slice(start, min(start + step, n_rows))
+
     # -- fit ------------------------------------------------------------------------------
     def _validate_fit_data(self, X, sample_weight=None):
         X = validate_data(self, X, dtype=[np.float64, np.float32])
@@ -113,10 +120,8 @@ class BaseQuantizer(TransformerMixin, BaseEstimator):
         """Encode validated ``X`` batch by batch (no validation: for internal callers)."""
         n_samples = X.shape[0]
         codes = np.empty((n_samples, self._n_code_columns()), dtype=self._code_dtype())
-        step = _n_rows_per_batch(self._bytes_per_row())
-        for start in range(0, n_samples, step):
-            stop = min(start + step, n_samples)
-            codes[start:stop] = self._encode(X[start:stop])
+        for rows in self._row_batches(n_samples):
+            codes[rows] = self._encode(X[rows])
         return codes
 
     def fit_transform(self, X, y=None, **fit_params):
@@ -161,13 +166,11 @@ class BaseQuantizer(TransformerMixin, BaseEstimator):
     def _inverse_transform(self, codes):
         n_samples = codes.shape[0]
         out = None
-        step = _n_rows_per_batch(self._bytes_per_row())
-        for start in range(0, n_samples, step):
-            stop = min(start + step, n_samples)
-            rec = self._decode(codes[start:stop].astype(np.intp, copy=False))
+        for rows in self._row_batches(n_samples):
+            rec = self._decode(codes[rows].astype(np.intp, copy=False))
             if out is None:
                 out = np.empty((n_samples,) + rec.shape[1:], dtype=rec.dtype)
-            out[start:stop] = rec
+            out[rows] = rec
         if out is None:  # zero rows
             out = self._decode(codes.astype(np.intp))
         return out
@@ -237,9 +240,8 @@ class BaseQuantizer(TransformerMixin, BaseEstimator):
         if X.size == 0:
             raise ValueError("Cannot score an empty array.")
         total = 0.0
-        step = _n_rows_per_batch(self._bytes_per_row())
-        for start in range(0, X.shape[0], step):
-            batch = X[start:start + step]
+        for rows in self._row_batches(X.shape[0]):
+            batch = X[rows]
             rec = self._decode(self._encode(batch).astype(np.intp))
             total += float(np.sum((batch.astype(np.float64) - rec) ** 2))
         return total / X.size

@@ -23,8 +23,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNet
 from torch import nn
 
-from ..base import BaseQuantizer, _n_rows_per_batch
-from ._torch_utils import resolve_device, seed_everything
+from ..base import BaseQuantizer
+from ._torch_utils import TorchQuantizerMixin
 from ._vq_baselines import AffineVQ, GumbelVQ, ResidualVQ, VectorQuantize
 
 __all__ = ["SCQ", "VQAutoencoder", "make_bottleneck"]
@@ -221,7 +221,7 @@ _COMMON_PARAMS = {
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 
-class _QuantizedAutoencoderBase(BaseQuantizer):
+class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
     """Training, coding and decoding shared by :class:`VQAutoencoder` and :class:`SCQ`."""
 
     def _bottleneck_spec(self):  # pragma: no cover - abstract
@@ -249,9 +249,8 @@ class _QuantizedAutoencoderBase(BaseQuantizer):
         X, _ = self._validate_fit_data(X)
         image_shape = self._check_image_shape(X.shape[1])
         self._fit_dtype = X.dtype
-        self.device_ = resolve_device(self.device)
         self._fit_scaling(X)
-        seed_everything(self.random_state)
+        self._start_torch_fit()
         module = self._build_module(X.shape[1], image_shape)
         name, _ = self._bottleneck_spec()
         self.net_ = _AutoencoderNet(
@@ -407,17 +406,16 @@ class _QuantizedAutoencoderBase(BaseQuantizer):
                              "transform for its codes.")
         k = int(self.codebook_size)
         out = np.empty((X.shape[0], self.n_latent_positions_, k), dtype=np.float32)
-        step = _n_rows_per_batch(self._bytes_per_row())
-        for start in range(0, X.shape[0], step):
-            stop = min(start + step, X.shape[0])
-            result = self._bottleneck_output(X[start:stop])
+        for rows in self._row_batches(X.shape[0]):
+            result = self._bottleneck_output(X[rows])
+            n = result.codes.shape[0]
             if result.weights is None:
-                w = torch.nn.functional.one_hot(result.codes.reshape(stop - start, -1), k)
+                w = torch.nn.functional.one_hot(result.codes.reshape(n, -1), k)
             elif result.weights.ndim == 4:  # (N, K, H, W) feature maps
-                w = result.weights.permute(0, 2, 3, 1).reshape(stop - start, -1, k)
+                w = result.weights.permute(0, 2, 3, 1).reshape(n, -1, k)
             else:
-                w = result.weights.reshape(stop - start, -1, k)
-            out[start:stop] = w.float().cpu().numpy()
+                w = result.weights.reshape(n, -1, k)
+            out[rows] = w.float().cpu().numpy()
         return out
 
     def inverse_transform(self, X):
@@ -456,15 +454,14 @@ class _QuantizedAutoencoderBase(BaseQuantizer):
         module = self._module
         module.eval()
         out = np.empty((weights.shape[0], self.n_features_in_), dtype=self._fit_dtype)
-        step = _n_rows_per_batch(self._bytes_per_row())
         with torch.no_grad():
-            for start in range(0, weights.shape[0], step):
-                w = self._tensor(weights[start:start + step])
+            for rows in self._row_batches(weights.shape[0]):
+                w = self._tensor(weights[rows])
                 n = w.shape[0]
                 if self.image_shape is not None:
                     w = w.reshape(n, *self.latent_shape_, -1).permute(0, 3, 1, 2)
                 latent = module.bottleneck.decode_weights(w)
-                out[start:start + n] = self._unscale(module.decoder(latent).cpu().numpy())
+                out[rows] = self._unscale(module.decoder(latent).cpu().numpy())
         return out
 
     # -- evaluation -------------------------------------------------------------------------
@@ -503,10 +500,9 @@ class _QuantizedAutoencoderBase(BaseQuantizer):
         n_vectors = 0
         counts = mass = None
         k = int(self.codebook_size)
-        step = _n_rows_per_batch(self._bytes_per_row())
         with torch.no_grad():
-            for start in range(0, X.shape[0], step):
-                xs = self._tensor(self._scale(X[start:start + step]))
+            for rows in self._row_batches(X.shape[0]):
+                xs = self._tensor(self._scale(X[rows]))
                 z = module.encoder(xs)
                 out = module.bottleneck(z)
                 rec_sq += float((module.decoder(out.quantized) - xs).pow(2).sum())
@@ -542,13 +538,6 @@ class _QuantizedAutoencoderBase(BaseQuantizer):
         if isinstance(bottleneck, ResidualVQ):
             return bottleneck.stage_codes(codes)
         return [codes]
-
-    # -- pickling ---------------------------------------------------------------------------
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        # skorch loads a CUDA-trained net on the CPU when CUDA is missing.
-        if "net_" in state:
-            self.device_ = str(self.net_.device)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

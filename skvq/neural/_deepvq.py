@@ -20,7 +20,7 @@ from skorch.dataset import unpack_data
 from .._kmeans import kmeans, nearest_centroid
 from ..base import BaseQuantizer
 from ._deepvq_modules import AutoEncoder, binary_penalty_step, frozen_batch_statistics
-from ._torch_utils import resolve_device, seed_everything
+from ._torch_utils import TorchQuantizerMixin
 
 __all__ = ["DCN", "DeepVQ", "MDCN", "binary_penalty_step", "pack_codes", "unpack_codes"]
 
@@ -178,7 +178,7 @@ _COMMON_PARAMS = {
 }
 
 
-class _NeuralQuantizer(BaseQuantizer):
+class _NeuralQuantizer(TorchQuantizerMixin, BaseQuantizer):
     """Scaling, device, seeding and skorch plumbing shared by DeepVQ, DCN and MDCN."""
 
     def _check_hidden(self, name="hidden_sizes", value=None):
@@ -195,8 +195,7 @@ class _NeuralQuantizer(BaseQuantizer):
         if X.shape[0] < 2:
             raise ValueError(f"n_samples={X.shape[0]}: a neural quantizer needs at least 2 "
                              "samples (batch normalisation needs 2 per batch).")
-        self.device_ = resolve_device(self.device)
-        seed_everything(self.random_state)
+        self._start_torch_fit()
         # The paper scales the data to [-1, 1]; one affine map for all features (a per-feature
         # map would weight the error of nearly constant features up).
         low, high = float(X.min()), float(X.max())
@@ -232,12 +231,6 @@ class _NeuralQuantizer(BaseQuantizer):
 
     def _to_tensor(self, X):
         return torch.as_tensor(self._scale(X), device=self.device_)
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        # skorch maps a CUDA net to the CPU when CUDA is missing; follow it.
-        if "net_" in state and "device_" in state:
-            self.device_ = str(self.net_.device)
 
 
 def _needs_drop_last(n_samples, batch_size):

@@ -8,7 +8,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["import_torch", "resolve_device", "torch_generator_seed", "seed_everything"]
+__all__ = ["TorchQuantizerMixin", "import_torch", "resolve_device", "seed_everything",
+           "torch_generator_seed"]
 
 _INSTALL_HINT = (
     "skvq's neural quantizers need PyTorch and skorch. Install them with "
@@ -119,3 +120,23 @@ def seed_everything(random_state):
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
     return seed
+
+
+class TorchQuantizerMixin:
+    """What every skorch-backed skvq estimator shares: the device and seed at the start of
+    ``fit``, and a device that follows the net when a pickle is loaded elsewhere.
+
+    The estimator has the parameters ``device`` and ``random_state`` and keeps its skorch
+    net as ``net_``.
+    """
+
+    def _start_torch_fit(self):
+        """Resolve ``device`` into ``device_`` and seed torch from ``random_state``."""
+        self.device_ = resolve_device(self.device)
+        seed_everything(self.random_state)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # skorch loads a CUDA-trained net on the CPU when CUDA is missing: follow the net.
+        if "net_" in state:
+            self.device_ = str(self.net_.device)
