@@ -33,7 +33,7 @@ def _distance_table(centers, dtype):
     return table
 
 
-def nearest_centroid(X, centers, return_distances=False, augmented=False, second=False):
+def nearest_centroid(X, centers, return_distances=False, augmented=False):
     """Index of the nearest centroid of each row (squared Euclidean), batched.
 
     Parameters
@@ -44,16 +44,12 @@ def nearest_centroid(X, centers, return_distances=False, augmented=False, second
         Also return the squared distance to the nearest centroid.
     augmented : bool
         ``X`` already carries the column of ones (k-means reuses it across iterations).
-    second : bool
-        Also return the squared distance to the second nearest centroid (k-means' bounds).
     """
     n, k = X.shape[0], centers.shape[0]
     dtype = X.dtype
     table = _distance_table(centers, dtype)
     labels = np.empty(n, dtype=np.intp)
-    want = return_distances or second
-    dists = np.empty(n, dtype=dtype) if want else None
-    dists2 = np.empty(n, dtype=dtype) if second else None
+    dists = np.empty(n, dtype=dtype) if return_distances else None
     # Small blocks keep the distance block in cache: one product, one SIMD argmin per block.
     step = max(1, min(get_chunk_n_rows(row_bytes=8 * k), _BLOCK))
     buf = np.empty((min(step, n), k), dtype=dtype)
@@ -65,26 +61,17 @@ def nearest_centroid(X, centers, return_distances=False, augmented=False, second
         np.matmul(full, table, out=d)
         lab = np.argmin(d, axis=1)
         labels[start:start + rows] = lab
-        if want:
+        if return_distances:
             sub = full[:, :-1]
             norms = np.einsum("ij,ij->i", sub, sub)
-            r = np.arange(rows)
-            dists[start:start + rows] = np.maximum(d[r, lab] + norms, 0)
-            if second:
-                if k > 1:
-                    d[r, lab] = np.inf
-                    dists2[start:start + rows] = np.maximum(d.min(axis=1) + norms, 0)
-                else:
-                    dists2[start:start + rows] = np.inf
-    if second:
-        return labels, dists, dists2
+            dists[start:start + rows] = np.maximum(d[np.arange(rows), lab] + norms, 0)
     return (labels, dists) if return_distances else labels
 
 
 @njit(nogil=True, cache=True)
-def _accumulate(X, centers, labels, sums, counts, upper):
-    """Centroid sums and counts of an assignment, in one pass; sets ``upper`` to each row's
-    exact distance to its centroid and returns the inertia (sum of squared distances)."""
+def _accumulate(X, centers, labels, sums, counts):
+    """Centroid sums and counts of an assignment, in one pass; returns its inertia (the sum
+    of squared distances to ``centers``, exact, for the ``tol`` test)."""
     n, d = X.shape
     total = 0.0
     for i in range(n):
@@ -96,7 +83,6 @@ def _accumulate(X, centers, labels, sums, counts, upper):
             dist2 += diff * diff
             sums[a, t] += v
         counts[a] += 1
-        upper[i] = np.sqrt(dist2)
         total += dist2
     return total
 
@@ -176,7 +162,7 @@ def kmeans(X, k, *, max_iter=20, init="k-means++", n_init=1, tol=0.0, rng=None):
                 centers = _kmeans_plusplus(X, k, rng, sq_norms)
         else:
             centers = X[rng.choice(n, size=k, replace=False)].copy()
-        labels, n_iter = _lloyd(X, X_aug, centers, max_iter, tol, rng)
+        n_iter = _lloyd(X, X_aug, centers, max_iter, tol, rng)
         labels, dists = nearest_centroid(X_aug, centers, return_distances=True, augmented=True)
         inertia = float(dists.sum(dtype=np.float64))
         if best is None or inertia < best[2]:
@@ -187,21 +173,19 @@ def kmeans(X, k, *, max_iter=20, init="k-means++", n_init=1, tol=0.0, rng=None):
 def _lloyd(X, X_aug, centers, max_iter, tol, rng):
     """Lloyd iterations on ``centers`` in place: one BLAS product and one SIMD argmin per
     block of rows for the assignment, one compiled pass for the centroid sums (which also
-    gives the exact inertia of the assignment). Returns the labels and the iterations run.
+    gives the exact inertia of the assignment). Returns the number of iterations run.
     """
     n, d = X.shape
     k = centers.shape[0]
-    upper = np.empty(n, dtype=np.float64)
     sums = np.empty((k, d), dtype=np.float64)
     counts = np.empty(k, dtype=np.int64)
     prev = np.inf
     n_iter = 0
-    labels = None
     for n_iter in range(1, max_iter + 1):
         labels = nearest_centroid(X_aug, centers, augmented=True)
         sums[:] = 0
         counts[:] = 0
-        inertia = _accumulate(X, centers, labels, sums, counts, upper)
+        inertia = _accumulate(X, centers, labels, sums, counts)
         nonempty = counts > 0
         centers[nonempty] = sums[nonempty] / counts[nonempty, None]
         _split_largest(centers, counts, rng)
@@ -209,7 +193,7 @@ def _lloyd(X, X_aug, centers, max_iter, tol, rng):
             if prev - inertia <= tol * prev:
                 break
             prev = inertia
-    return labels, n_iter
+    return n_iter
 
 
 def _split_largest(centers, counts, rng):
