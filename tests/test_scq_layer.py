@@ -81,11 +81,16 @@ def test_projection_bad_shape():
 
 
 # -- the exact solver against cvxpy ---------------------------------------------------------
+METHODS = ["active-set", "newton"]
+
+
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("m, k, d, lam", PROBLEMS)
-def test_exact_solver_matches_cvxpy(m, k, d, lam):
+def test_exact_solver_matches_cvxpy(m, k, d, lam, method):
     z, codebook = _problem(m, k, d)
     codes = nearest_codes(z, codebook)
-    quantized, weights, info = scq_exact(z, codebook, lam, tol=1e-13, return_info=True)
+    quantized, weights, info = scq_exact(z, codebook, lam, tol=1e-13, return_info=True,
+                                         method=method)
     ref = _cvxpy_eq8(z.numpy(), codebook.numpy(), codes.numpy(), lam)
     obj = scq_objective(z, codebook, weights, codes, lam).numpy()
     ref_obj = np.array([r[0] for r in ref])
@@ -98,11 +103,12 @@ def test_exact_solver_matches_cvxpy(m, k, d, lam):
     assert np.all(obj - ref_obj <= info.max_gap + 1e-9)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("m, k, d, lam", PROBLEMS)
-def test_relaxed_never_better_than_exact_and_on_simplex(m, k, d, lam):
+def test_relaxed_never_better_than_exact_and_on_simplex(m, k, d, lam, method):
     z, codebook = _problem(m, k, d, seed=1)
     codes = nearest_codes(z, codebook)
-    _, p_exact = scq_exact(z, codebook, lam)
+    _, p_exact = scq_exact(z, codebook, lam, method=method)
     _, p_relaxed = scq_relaxed(z, codebook, lam)
     f_exact = scq_objective(z, codebook, p_exact, codes, lam)
     f_relaxed = scq_objective(z, codebook, p_relaxed, codes, lam)
@@ -110,6 +116,58 @@ def test_relaxed_never_better_than_exact_and_on_simplex(m, k, d, lam):
     for p in (p_exact, p_relaxed):
         assert (p >= 0).all()
         assert torch.allclose(p.sum(1), torch.ones(m, dtype=p.dtype), atol=1e-12)
+
+
+def test_active_set_wide_supports_match_cvxpy():
+    """Supports of about 100 codewords (beyond the solver's first work-array size of 64)."""
+    gen = torch.Generator().manual_seed(11)
+    k, d, lam = 150, 100, 1e-2
+    codebook = torch.randn(k, d, generator=gen, dtype=torch.float64)
+    mix = torch.distributions.Dirichlet(torch.ones(k, dtype=torch.float64))
+    torch.manual_seed(11)
+    z = mix.sample((3,)) @ codebook  # inside the hull: the minimiser spreads its weight
+    codes = nearest_codes(z, codebook)
+    _, w, info = scq_exact(z, codebook, lam, tol=1e-14, return_info=True, method="active-set")
+    assert (w > 0).sum(1).min() > 64 and info.n_unconverged == 0
+    ref = _cvxpy_eq8(z.numpy(), codebook.numpy(), codes.numpy(), lam)
+    obj = scq_objective(z, codebook, w, codes, lam).numpy()
+    np.testing.assert_allclose(obj, [r[0] for r in ref], atol=1e-8, rtol=0)
+
+
+def test_active_set_agrees_with_newton_and_one_at_a_time():
+    """Adding four codewords per iteration reaches the same minimiser as adding one."""
+    from skvq.neural._active_set import active_set_solve
+
+    z, codebook = _problem(60, 200, 16, seed=12)
+    codes = nearest_codes(z, codebook)
+    args = (z.numpy(), codebook.numpy(), codes.numpy(), 0.3, 1e-14, 1000)
+    w1, it1, _, st1 = active_set_solve(*args, n_add=1)
+    w4, it4, _, st4 = active_set_solve(*args, n_add=4)
+    assert (st1 == 0).all() and (st4 == 0).all()
+    np.testing.assert_allclose(w4, w1, atol=1e-10)
+    assert it4.sum() < it1.sum()
+    _, w_newton = scq_exact(z, codebook, 0.3, tol=1e-14, method="newton", max_iter=500)
+    np.testing.assert_allclose(w1, w_newton.numpy(), atol=1e-6)
+
+
+def test_active_set_iteration_limit_keeps_a_feasible_point_no_worse_than_relaxed():
+    z, codebook = _problem(40, 100, 8, seed=13)
+    codes = nearest_codes(z, codebook)
+    _, w, info = scq_exact(z, codebook, 0.05, max_iter=1, return_info=True,
+                           method="active-set")
+    assert info.n_unconverged > 0
+    assert (w >= 0).all() and torch.allclose(w.sum(1), torch.ones(40, dtype=w.dtype))
+    _, w_relaxed = scq_relaxed(z, codebook, 0.05, codes=codes)
+    f = scq_objective(z, codebook, w, codes, 0.05)
+    f_relaxed = scq_objective(z, codebook, w_relaxed, codes, 0.05)
+    assert (f <= f_relaxed + 1e-12).all()
+
+
+def test_active_set_refuses_other_devices():
+    meta = torch.zeros(2, 4, device="meta")
+    with pytest.raises(ValueError, match="CPU"):
+        scq_exact(meta, torch.zeros(8, 4, device="meta"), codes=torch.zeros(2, dtype=torch.long),
+                  method="active-set")
 
 
 def test_relaxed_is_projected_linear_system_solution():
@@ -130,10 +188,12 @@ def test_relaxed_is_projected_linear_system_solution():
         assert torch.allclose(p10.sum(1), torch.ones(7, dtype=z.dtype), atol=1e-12)
 
 
-def test_float32_exact_solver_is_feasible_and_converges():
+@pytest.mark.parametrize("method", METHODS)
+def test_float32_exact_solver_is_feasible_and_converges(method):
     z, codebook = _problem(200, 64, 8, seed=3, dtype=torch.float32)
     codes = nearest_codes(z, codebook)
-    _, p, info = scq_exact(z, codebook, 1.0, return_info=True)
+    _, p, info = scq_exact(z, codebook, 1.0, return_info=True, method=method)
+    assert p.dtype == torch.float32 and info.n_unconverged == 0
     assert (p >= 0).all()
     assert ((p.sum(1) - 1).abs() <= 1e-6).all()
     _, p64 = scq_exact(z.double(), codebook.double(), 1.0, tol=1e-13)
@@ -143,22 +203,24 @@ def test_float32_exact_solver_is_feasible_and_converges():
 
 
 # -- gradients -------------------------------------------------------------------------------
-@pytest.mark.parametrize("solver", ["exact", "relaxed"])
+@pytest.mark.parametrize("solver", ["exact", "newton", "relaxed"])
 @pytest.mark.parametrize("m, k, d, lam", PROBLEMS[:3])
 def test_gradients_finite_differences(solver, m, k, d, lam):
     z, codebook = _problem(4, k, d, seed=4)
     codes = nearest_codes(z, codebook)  # held fixed: the VQ target is piecewise constant
 
     def fn(z_, c_):
-        if solver == "exact":
-            return scq_exact(z_, c_, lam, codes=codes, tol=1e-14)
+        if solver != "relaxed":
+            method = "newton" if solver == "newton" else "active-set"
+            return scq_exact(z_, c_, lam, codes=codes, tol=1e-14, method=method)
         return scq_relaxed(z_, c_, lam, codes=codes)
 
     inputs = (z.clone().requires_grad_(), codebook.clone().requires_grad_())
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
 
 
-def test_exact_gradient_against_cvxpylayers():
+@pytest.mark.parametrize("method", METHODS)
+def test_exact_gradient_against_cvxpylayers(method):
     pytest.importorskip("cvxpylayers")
     cp = pytest.importorskip("cvxpy")
     from cvxpylayers.torch import CvxpyLayer
@@ -177,7 +239,7 @@ def test_exact_gradient_against_cvxpylayers():
                    torch.nn.functional.one_hot(codes, k).to(z.dtype))
     (sol * upstream).sum().backward()
     z2, c2 = z.clone().requires_grad_(), codebook.clone().requires_grad_()
-    _, w = scq_exact(z2, c2, lam, codes=codes, tol=1e-14)
+    _, w = scq_exact(z2, c2, lam, codes=codes, tol=1e-14, method=method)
     (w * upstream).sum().backward()
     assert torch.allclose(w, sol, atol=1e-4)
     assert torch.allclose(z2.grad, z1.grad, atol=1e-3)
@@ -257,8 +319,10 @@ def test_point_in_convex_hull_is_reproduced_exactly():
     assert (z - out.quantized).pow(2).sum(1).max() < 1e-4
     # and exactly (to the solver tolerance) as lambda -> 0, for a point that is a vertex mix
     z0 = 0.5 * (layer.codebook.detach()[0] + layer.codebook.detach()[3])
-    _, w = scq_exact(z0[None], layer.codebook.detach(), 1e-9, tol=1e-15, max_iter=200)
-    assert torch.allclose(w @ layer.codebook.detach(), z0[None], atol=1e-6)
+    for method in METHODS:
+        _, w = scq_exact(z0[None], layer.codebook.detach(), 1e-9, tol=1e-15, max_iter=200,
+                         method=method)
+        assert torch.allclose(w @ layer.codebook.detach(), z0[None], atol=1e-6)
     del gen
 
 
@@ -324,13 +388,16 @@ def test_bad_inputs():
         scq_relaxed(torch.zeros(2, 4), torch.zeros(8, 3))
     with pytest.raises(ValueError, match="alpha"):
         scq_exact(torch.zeros(2, 4), torch.zeros(8, 4), alpha=-1.0)
+    with pytest.raises(ValueError, match="method"):
+        scq_exact(torch.zeros(2, 4), torch.zeros(8, 4), method="qp")
 
 
 # -- CUDA ------------------------------------------------------------------------------------
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 @pytest.mark.parametrize("solver", ["relaxed", "exact"])
 def test_cuda_matches_cpu(solver):
-    layer = _layer(solver, k=32, d=6)
+    # CPU runs the active-set method, CUDA the Newton method: both to a tight tolerance
+    layer = _layer(solver, k=32, d=6, **({"tol": 1e-13} if solver == "exact" else {}))
     z = torch.randn(50, 6, dtype=torch.float64)
     ref = layer(z)
     out = layer.cuda()(z.cuda())

@@ -49,9 +49,12 @@ class SoftConvexQuantizer(Bottleneck):
         simplex constraint, from one ``d x d`` (or ``K x K`` when ``K < d``) linear system per
         batch, projected onto the simplex; its gradient is the exact derivative of that map.
         ``"exact"``: eq. (8) itself, solved for every vector to the duality-gap tolerance
-        ``tol`` by a semismooth Newton method on its ``d``-dimensional dual, warm-started at
-        the relaxed solution; its gradient is obtained by implicit differentiation of the
-        KKT conditions on the active set (no unrolling).
+        ``tol``: on CPU (``K <= 4096``) by a compiled primal active-set method that starts at
+        VQ's one-hot answer and adds the most violating codewords until the KKT conditions
+        hold, on other devices by a batched semismooth Newton method on the
+        ``d``-dimensional dual (see :func:`~skvq.neural._simplex.scq_exact`); its gradient is
+        obtained by implicit differentiation of the KKT conditions on the active set (no
+        unrolling).
     n_steps : int or None, default=None
         Only with ``solver="relaxed"``. ``None`` projects onto the simplex exactly (every
         weight vector on the simplex); an integer ``m`` uses the paper's ``m`` alternating
@@ -60,9 +63,11 @@ class SoftConvexQuantizer(Bottleneck):
     tol : float, default=1e-6
         Only with ``solver="exact"``: every vector's solve stops when its duality gap, an
         upper bound on its suboptimality in eq. (8), is at most ``tol * (1 + objective)``.
-    max_iter : int, default=100
-        Only with ``solver="exact"``: Newton iterations at most. Vectors not converged by
-        then keep their best iterate (still on the simplex); see ``last_solver_info``.
+    max_iter : int or None, default=None
+        Only with ``solver="exact"``: iterations at most per vector (active-set additions;
+        Newton steps on other devices). ``None``: ``2 K + 10`` for the active-set method,
+        100 for Newton. Vectors not converged by then keep their best point (still on the
+        simplex, never worse than the relaxed one); see ``last_solver_info``.
     commitment_weight : float, default=0.25
         :math:`\beta` of the training term that the paper's SCQ-VAE is trained with (its
         eq. 5, the VQ-VAE loss): the layer's ``loss`` is
@@ -87,9 +92,11 @@ class SoftConvexQuantizer(Bottleneck):
     factorisation); the exact simplex projection is a few vectorised passes over the
     ``M x K`` matrix (a block-maximum lower bound of the threshold leaves a handful of
     candidates per vector). The backward passes work on the supports only (``|S|`` codewords
-    per vector). The exact solver adds, per Newton iteration, one ``M x d x K`` product and
-    batched ``|S| x |S|`` Cholesky factorisations; its number of iterations grows with the
-    conditioning ``||C||_2^2 / lambda``.
+    per vector). The exact solver on CPU builds the ``K x K`` Gram matrix once per batch and
+    then costs ``O(K d + K |S| n_it)`` per vector, with ``n_it`` a quarter of the support
+    size ``|S|`` or so (four codewords enter per iteration); on other devices every Newton
+    iteration costs one ``M x d x K`` product and batched ``|S| x |S|`` Cholesky
+    factorisations, and the number of iterations grows with ``||C||_2^2 / lambda``.
 
     The forward pass returns a :class:`~skvq.neural._bottleneck.BottleneckOutput`:
     ``quantized`` (:math:`C p^\star` in the input's layout), ``codes`` (the hard codes
@@ -112,7 +119,7 @@ class SoftConvexQuantizer(Bottleneck):
     """
 
     def __init__(self, dim, codebook_size, alpha=1.0, solver="relaxed", n_steps=None, tol=1e-6,
-                 max_iter=100, commitment_weight=0.25, image_fmap=False):
+                 max_iter=None, commitment_weight=0.25, image_fmap=False):
         super().__init__(dim, codebook_size, image_fmap=image_fmap)
         alpha = float(alpha)
         if not (alpha > 0 and math.isfinite(alpha)):
@@ -129,15 +136,16 @@ class SoftConvexQuantizer(Bottleneck):
             n_steps = int(n_steps)
         if not (float(tol) > 0 and math.isfinite(float(tol))):
             raise ValueError(f"tol must be positive, got {tol}.")
-        if isinstance(max_iter, bool) or int(max_iter) != max_iter or int(max_iter) < 1:
-            raise ValueError(f"max_iter must be a positive integer, got {max_iter}.")
+        if max_iter is not None and (isinstance(max_iter, bool) or int(max_iter) != max_iter
+                                     or int(max_iter) < 1):
+            raise ValueError(f"max_iter must be None or a positive integer, got {max_iter}.")
         if not 0.0 <= float(commitment_weight) <= 1.0:
             raise ValueError(f"commitment_weight must be in [0, 1], got {commitment_weight}.")
         self.alpha = alpha
         self.solver = solver
         self.n_steps = n_steps
         self.tol = float(tol)
-        self.max_iter = int(max_iter)
+        self.max_iter = None if max_iter is None else int(max_iter)
         self.commitment_weight = float(commitment_weight)
         k = self.codebook_size
         self.codebook = nn.Parameter(torch.empty(k, self.dim).uniform_(-1.0 / k, 1.0 / k))

@@ -63,6 +63,7 @@ simplex and the l1 ball", Math. Program. 158, 2016.
 
 from typing import NamedTuple
 
+import numba
 import torch
 
 __all__ = [
@@ -81,6 +82,8 @@ __all__ = [
 _GATHER_BUDGET = 1 << 23
 # block length of the threshold's lower bound in the simplex projection
 _BLOCK = 32
+# largest codebook for the CPU active-set solver (its K x K float64 Gram matrix: 128 MiB)
+_ACTIVE_SET_MAX_K = 4096
 
 
 class SCQSolverInfo(NamedTuple):
@@ -596,6 +599,16 @@ def _inv_restricted(cs, x, lam):
     return (x - cs @ inner) / lam
 
 
+def _better_of_relaxed(z, codebook, factor, codes, lam, weights):
+    """Rows of ``weights`` replaced by the relaxed solution where that has a lower objective."""
+    _, a = _unconstrained(z, codebook, factor, codes)
+    relaxed = project_simplex(a)
+    worse = scq_objective(z, codebook, relaxed, codes, lam) < scq_objective(
+        z, codebook, weights, codes, lam)
+    weights[worse] = relaxed[worse]
+    return weights
+
+
 def _compact(weights):
     """Support of every row of dense weights: idx, valid, p_s (padded)."""
     mask = weights > 0
@@ -608,17 +621,55 @@ def _compact(weights):
     return idx, p_s > 0, p_s
 
 
+def _solve_active_set(z, codebook, codes, lam, tol, max_iter):
+    """The compiled primal active-set solver (CPU); returns P (M, K) float64 and a report."""
+    from ._active_set import active_set_solve
+
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        weights, n_iter, gaps, status = active_set_solve(
+            z.numpy(), codebook.numpy(), codes.cpu().numpy(), lam, tol, max_iter)
+    finally:
+        numba.set_num_threads(previous)
+    m = weights.shape[0]
+    info = SCQSolverInfo(n_iter=int(n_iter.max()) if m else 0,
+                         max_gap=float(gaps.max()) if m else 0.0,
+                         n_unconverged=int((status != 0).sum()))
+    return torch.from_numpy(weights), info
+
+
+def _resolve_method(method, z, codebook):
+    if method not in ("auto", "active-set", "newton"):
+        raise ValueError(f"method must be 'auto', 'active-set' or 'newton', got {method!r}.")
+    if method == "auto":
+        cpu = z.device.type == "cpu" and codebook.device.type == "cpu"
+        method = "active-set" if cpu and codebook.shape[0] <= _ACTIVE_SET_MAX_K else "newton"
+    if method == "active-set" and (z.device.type != "cpu" or codebook.device.type != "cpu"):
+        raise ValueError("method='active-set' runs on CPU tensors only; use 'newton' (or "
+                         "'auto') for tensors on another device.")
+    return method
+
+
 class _ExactSCQ(torch.autograd.Function):
     """Eq. (8) solved to tolerance; backward by implicit differentiation of its KKT system."""
 
     @staticmethod
-    def forward(ctx, z, codebook, factor, codes, lam, tol, max_iter, info_box):
+    def forward(ctx, z, codebook, factor, codes, lam, tol, max_iter, info_box, method):
         ctx.set_materialize_grads(False)
         # the line search compares dual values that differ by less than float32 resolves
         # near the optimum (rows stall); the solve runs in float64 and P is cast back
         work = torch.float64 if z.dtype != torch.float64 else z.dtype
-        weights, info = _solve_exact(z.to(work), codebook.to(work), codes, lam, tol, max_iter,
-                                     factor.to(work))
+        if method == "active-set":
+            weights, info = _solve_active_set(z.detach().to(work), codebook.detach().to(work),
+                                              codes, lam, tol, max_iter)
+            if info.n_unconverged:  # keep the relaxed point where it is better
+                weights = _better_of_relaxed(z.to(work), codebook.to(work), factor.to(work),
+                                             codes, lam, weights)
+        else:
+            weights, info = _solve_exact(z.to(work), codebook.to(work), codes, lam, tol,
+                                         max_iter, factor.to(work))
         weights = weights.to(z.dtype)
         info_box.append(info)
         idx, valid, p_s = _compact(weights)
@@ -656,10 +707,11 @@ class _ExactSCQ(torch.autograd.Function):
                                            z - quantized)
             upstream = -cw if grad_q is None else grad_q - cw
             _scatter_outer(grad_codebook, idx, valid, p_s, upstream)
-        return grad_z, grad_codebook, None, None, None, None, None, None
+        return grad_z, grad_codebook, None, None, None, None, None, None, None
 
 
-def scq_exact(z, codebook, alpha=1.0, codes=None, tol=1e-6, max_iter=100, return_info=False):
+def scq_exact(z, codebook, alpha=1.0, codes=None, tol=1e-6, max_iter=None, return_info=False,
+              method="auto"):
     r"""Soft convex quantization by eq. (8), solved for every row to a certified tolerance.
 
     Parameters
@@ -674,26 +726,40 @@ def scq_exact(z, codebook, alpha=1.0, codes=None, tol=1e-6, max_iter=100, return
         Index ``k`` of :math:`\tilde p = e_k`; ``None`` uses the nearest codewords.
     tol : float, default=1e-6
         Every row stops when its duality gap, an upper bound on
-        :math:`f(p) - f(p^\star)`, is at most ``tol * (1 + f(p))``.
-    max_iter : int, default=100
-        Newton iterations at most.
+        :math:`f(p) - f(p^\star)`, is at most ``tol * (1 + f(p))``: the Frank-Wolfe gap for
+        the active-set method, :math:`\|z - C p - \nu\|^2` for the Newton method.
+    max_iter : int, default=None
+        Iterations at most per row: coordinate additions for the active-set method (``None``:
+        ``2 K + 10``), Newton steps for the Newton method (``None``: 100).
     return_info : bool, default=False
         Also return a :class:`SCQSolverInfo`.
+    method : {"auto", "active-set", "newton"}, default="auto"
+        ``"active-set"``: the compiled primal active-set method of
+        :mod:`skvq.neural._active_set` (CPU tensors only; it builds the ``K x K`` Gram matrix
+        in float64), which starts at VQ's one-hot point and adds one codeword per iteration,
+        so its cost grows with the size of the optimal supports. ``"newton"``: the batched
+        semismooth Newton method on the ``d``-dimensional dual (above), in torch on any
+        device. ``"auto"``: the active-set method for CPU tensors with ``K <= 4096``, Newton
+        otherwise.
 
     Returns
     -------
     quantized : Tensor of shape (M, d)
         ``C P*``; differentiable in ``z`` and ``codebook`` (implicit differentiation).
     weights : Tensor of shape (M, K)
-        ``P*``, every row on the simplex. Of the iterates, the one with the lowest objective
-        is returned, so the objective is never above that of the relaxed solution (the
-        Newton method's starting point).
+        ``P*``, every row on the simplex. The objective is never above that of the relaxed
+        solution: the Newton method starts there and returns its best iterate; rows the
+        active-set method leaves unconverged fall back to the relaxed point where that is
+        better.
     info : SCQSolverInfo
         Only when ``return_info`` is true.
     """
     codes = _check_solver_inputs(z, codebook, alpha, codes)
     if not float(tol) > 0:
         raise ValueError(f"tol must be positive, got {tol}.")
+    method = _resolve_method(method, z, codebook)
+    if max_iter is None:
+        max_iter = 2 * codebook.shape[0] + 10 if method == "active-set" else 100
     if int(max_iter) < 0:
         raise ValueError(f"max_iter must be non-negative, got {max_iter}.")
     lam = float(alpha)
@@ -701,7 +767,7 @@ def scq_exact(z, codebook, alpha=1.0, codes=None, tol=1e-6, max_iter=100, return
         factor = woodbury_factor(codebook.detach(), lam)
     box = []
     quantized, weights = _ExactSCQ.apply(z, codebook, factor, codes, lam, float(tol),
-                                         int(max_iter), box)
+                                         int(max_iter), box, method)
     if return_info:
         return quantized, weights, box[0]
     return quantized, weights
