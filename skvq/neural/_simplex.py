@@ -22,12 +22,15 @@ Two maps are implemented, both batched over all rows at once:
   identity; the ``K x K`` form is used when ``K < d``), then projected onto the simplex,
   exactly (:func:`project_simplex`) or with the paper's ``m`` alternating steps. The gradient
   is the exact derivative of this map (not of eq. 8).
-* :func:`scq_exact`: the solution of eq. (8) itself to a certified tolerance, by a
-  semismooth Newton method on the ``d``-dimensional dual (below), warm-started at the relaxed
-  solution; its gradient is obtained by implicit differentiation of the KKT conditions of
-  eq. (8) on the active set (no unrolling).
+* :func:`scq_exact`: the solution of eq. (8) itself to a certified tolerance. On CPU it
+  runs the compiled primal active-set method of :mod:`skvq.neural._active_set` (exact,
+  finite; from VQ's one-hot point it adds the most violating codewords until the KKT
+  conditions hold); on other devices (or with ``method="newton"``) a semismooth Newton
+  method on the ``d``-dimensional dual (below), warm-started at the relaxed solution. Its
+  gradient is obtained by implicit differentiation of the KKT conditions of eq. (8) on the
+  active set (no unrolling).
 
-The dual used by :func:`scq_exact`. With a multiplier :math:`\nu \in R^d` for the residual
+The dual used by the Newton method. With a multiplier :math:`\nu \in R^d` for the residual
 ``y = z - C p``, eq. (8) has the dual (to be maximised, concave, smooth)
 
 .. math::
