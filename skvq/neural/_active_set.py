@@ -31,7 +31,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["active_set_solve", "support_lists"]
+__all__ = ["active_set_solve", "combine_rows", "support_lists"]
 
 _START_CAPACITY = 64
 
@@ -340,3 +340,23 @@ def support_lists(weights):
     """Padded supports of the rows of ``weights``: ``idx`` (M, s), ``vals`` (M, s)."""
     width = max(int((weights > 0).sum(1).max()), 1) if weights.shape[0] else 1
     return _support_lists(np.ascontiguousarray(weights), width)
+
+
+@numba.njit(parallel=True, cache=True)
+def _combine_rows(codebook, idx, vals, out):
+    for row in numba.prange(idx.shape[0]):
+        for t in range(out.shape[1]):
+            out[row, t] = 0.0
+        for j in range(idx.shape[1]):
+            v = vals[row, j]
+            if v != 0.0:
+                c = codebook[idx[row, j]]
+                for t in range(out.shape[1]):
+                    out[row, t] += v * c[t]
+
+
+def combine_rows(codebook, idx, vals):
+    """``sum_j vals[m, j] * codebook[idx[m, j]]`` for every row m: (M, d)."""
+    out = np.empty((idx.shape[0], codebook.shape[1]), dtype=np.result_type(codebook, vals))
+    _combine_rows(np.ascontiguousarray(codebook), idx, vals, out)
+    return out

@@ -76,6 +76,14 @@ class SoftConvexQuantizer(Bottleneck):
         optimisation layer), the second the encoder.
     image_fmap : bool, default=False
         Inputs are ``(N, dim, H, W)`` feature maps instead of ``(..., dim)``.
+    codebook_init : {"uniform", "data"}, default="uniform"
+        ``"uniform"``: codewords drawn uniformly in ``[-1/K, 1/K]`` (VQ-VAE's reference
+        initialisation; the paper's "randomly initialize"). ``"data"``: on the first forward
+        pass in training mode the codewords are replaced by ``K`` distinct input vectors of
+        that batch drawn at random (with replacement, plus noise of 1e-3 of their spread,
+        when the batch holds fewer than ``K``), so that the codebook's convex hull, which
+        SCQ reproduces exactly, starts around the data (vector-quantize-pytorch's
+        ``kmeans_init`` serves the same purpose for VQ). Draws use torch's global generator.
 
     Attributes
     ----------
@@ -84,6 +92,9 @@ class SoftConvexQuantizer(Bottleneck):
         ``[-1/K, 1/K]`` as VQ-VAE's reference code and :class:`VectorQuantize`.
     last_solver_info : SCQSolverInfo or None
         Convergence report of the last forward pass with ``solver="exact"``.
+    initialized : bool tensor (buffer)
+        Whether the codebook has been initialised (always true with ``codebook_init="uniform"``;
+        saved with the state dict).
 
     Notes
     -----
@@ -119,7 +130,8 @@ class SoftConvexQuantizer(Bottleneck):
     """
 
     def __init__(self, dim, codebook_size, alpha=1.0, solver="relaxed", n_steps=None, tol=1e-6,
-                 max_iter=None, commitment_weight=0.25, image_fmap=False):
+                 max_iter=None, commitment_weight=0.25, image_fmap=False,
+                 codebook_init="uniform"):
         super().__init__(dim, codebook_size, image_fmap=image_fmap)
         alpha = float(alpha)
         if not (alpha > 0 and math.isfinite(alpha)):
@@ -139,6 +151,8 @@ class SoftConvexQuantizer(Bottleneck):
         if max_iter is not None and (isinstance(max_iter, bool) or int(max_iter) != max_iter
                                      or int(max_iter) < 1):
             raise ValueError(f"max_iter must be None or a positive integer, got {max_iter}.")
+        if codebook_init not in ("uniform", "data"):
+            raise ValueError(f"codebook_init must be 'uniform' or 'data', got {codebook_init!r}.")
         if not 0.0 <= float(commitment_weight) <= 1.0:
             raise ValueError(f"commitment_weight must be in [0, 1], got {commitment_weight}.")
         self.alpha = alpha
@@ -149,7 +163,21 @@ class SoftConvexQuantizer(Bottleneck):
         self.commitment_weight = float(commitment_weight)
         k = self.codebook_size
         self.codebook = nn.Parameter(torch.empty(k, self.dim).uniform_(-1.0 / k, 1.0 / k))
+        self.codebook_init = codebook_init
+        self.register_buffer("initialized", torch.tensor(codebook_init == "uniform"))
         self.last_solver_info = None
+
+    @torch.no_grad()
+    def _init_from_data(self, z):
+        k, m = self.codebook_size, z.shape[0]
+        if m >= k:
+            rows = z[torch.randperm(m, device=z.device)[:k]]
+        else:
+            rows = z[torch.randint(m, (k,), device=z.device)]
+            spread = z.std(0, unbiased=False).clamp_min(1e-12)
+            rows = rows + 1e-3 * spread * torch.randn(rows.shape, dtype=z.dtype, device=z.device)
+        self.codebook.copy_(rows)
+        self.initialized.fill_(True)
 
     @property
     def n_codes(self):
@@ -161,7 +189,8 @@ class SoftConvexQuantizer(Bottleneck):
 
     def extra_repr(self):
         return (f"dim={self.dim}, codebook_size={self.codebook_size}, alpha={self.alpha}, "
-                f"solver={self.solver!r}, n_steps={self.n_steps}")
+                f"solver={self.solver!r}, n_steps={self.n_steps}, "
+                f"codebook_init={self.codebook_init!r}")
 
     def _check_input(self, z):
         if not torch.is_floating_point(z):
@@ -176,6 +205,8 @@ class SoftConvexQuantizer(Bottleneck):
 
     def _quantize_flat(self, z):
         self._check_input(z)
+        if self.training and not bool(self.initialized):
+            self._init_from_data(z.detach())
         codebook = self.codebook
         codes_vq = nearest_codes(z.detach(), codebook.detach())
         if self.solver == "exact":

@@ -625,22 +625,31 @@ def _compact(weights):
 
 
 def _solve_active_set(z, codebook, codes, lam, tol, max_iter):
-    """The compiled primal active-set solver (CPU); returns P (M, K) float64 and a report."""
-    from ._active_set import active_set_solve
+    """The compiled primal active-set solver (CPU), float64.
+
+    Returns the weights P (M, K), their supports (``idx``, ``valid``, ``p_s``), ``C P``
+    (M, d) and a report.
+    """
+    from ._active_set import active_set_solve, combine_rows, support_lists
 
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
+        cb = codebook.numpy()
         weights, n_iter, gaps, status = active_set_solve(
-            z.numpy(), codebook.numpy(), codes.cpu().numpy(), lam, tol, max_iter)
+            z.numpy(), cb, codes.cpu().numpy(), lam, tol, max_iter)
+        idx, vals = support_lists(weights)
+        quantized = combine_rows(cb, idx, vals)
     finally:
         numba.set_num_threads(previous)
     m = weights.shape[0]
     info = SCQSolverInfo(n_iter=int(n_iter.max()) if m else 0,
                          max_gap=float(gaps.max()) if m else 0.0,
                          n_unconverged=int((status != 0).sum()))
-    return torch.from_numpy(weights), info
+    vals = torch.from_numpy(vals)
+    support = (torch.from_numpy(idx), vals > 0, vals)
+    return torch.from_numpy(weights), support, torch.from_numpy(quantized), info
 
 
 def _resolve_method(method, z, codebook):
@@ -661,22 +670,28 @@ class _ExactSCQ(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, codebook, factor, codes, lam, tol, max_iter, info_box, method):
         ctx.set_materialize_grads(False)
-        # the line search compares dual values that differ by less than float32 resolves
-        # near the optimum (rows stall); the solve runs in float64 and P is cast back
+        # both solvers run in float64 (Newton's line search compares dual values that differ
+        # by less than float32 resolves near the optimum) and P is cast back
         work = torch.float64 if z.dtype != torch.float64 else z.dtype
         if method == "active-set":
-            weights, info = _solve_active_set(z.detach().to(work), codebook.detach().to(work),
-                                              codes, lam, tol, max_iter)
+            weights, support, quantized, info = _solve_active_set(
+                z.detach().to(work), codebook.detach().to(work), codes, lam, tol, max_iter)
             if info.n_unconverged:  # keep the relaxed point where it is better
                 weights = _better_of_relaxed(z.to(work), codebook.to(work), factor.to(work),
                                              codes, lam, weights)
+                support = None
         else:
             weights, info = _solve_exact(z.to(work), codebook.to(work), codes, lam, tol,
                                          max_iter, factor.to(work))
+            support = None
         weights = weights.to(z.dtype)
         info_box.append(info)
-        idx, valid, p_s = _compact(weights)
-        quantized = _combine(codebook, idx, valid, p_s)
+        if support is None:
+            idx, valid, p_s = _compact(weights)
+            quantized = _combine(codebook, idx, valid, p_s)
+        else:
+            idx, valid, p_s = support[0], support[1], support[2].to(z.dtype)
+            quantized = quantized.to(z.dtype)
         ctx.lam = lam
         ctx.save_for_backward(z, codebook, quantized, idx, valid, p_s)
         return quantized, weights
