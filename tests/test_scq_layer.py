@@ -350,6 +350,33 @@ def test_training_step_reduces_quantization_error():
     assert layer(z).quantization_error.item() < 0.5 * first
 
 
+def test_codebook_init_from_data():
+    torch.manual_seed(0)
+    z = torch.randn(50, 4)
+    layer = SoftConvexQuantizer(4, 8, codebook_init="data")
+    assert not bool(layer.initialized)
+    layer.eval()
+    layer(z)  # evaluation mode never initialises
+    assert not bool(layer.initialized)
+    layer.train()
+    layer(z)
+    # every codeword is one of the batch's vectors, no two the same
+    match = (layer.codebook.detach()[:, None, :] == z[None]).all(-1)
+    assert bool(layer.initialized) and match.any(1).all()
+    assert match.float().argmax(1).unique().numel() == 8
+    before = layer.codebook.detach().clone()
+    layer(torch.randn(50, 4))  # only the first batch initialises
+    assert torch.equal(layer.codebook.detach(), before)
+    clone = SoftConvexQuantizer(4, 8, codebook_init="data")
+    clone.load_state_dict(layer.state_dict())
+    assert bool(clone.initialized) and torch.equal(clone.codebook.detach(), before)
+    # fewer vectors than codewords: drawn with replacement, plus a little noise
+    small = SoftConvexQuantizer(4, 8, codebook_init="data")
+    small(z[:3])
+    dist = torch.cdist(small.codebook.detach(), z[:3]).min(1).values
+    assert (dist < 1e-2).all() and torch.isfinite(small.codebook).all()
+
+
 # -- bad input -------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, match", [
     ({"alpha": 0.0}, "alpha"),
@@ -361,6 +388,7 @@ def test_training_step_reduces_quantization_error():
     ({"tol": 0.0}, "tol"),
     ({"max_iter": 0}, "max_iter"),
     ({"commitment_weight": 1.5}, "commitment_weight"),
+    ({"codebook_init": "kmeans"}, "codebook_init"),
 ])
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
