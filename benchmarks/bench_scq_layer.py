@@ -131,9 +131,8 @@ def main():
     }
     lines = header(f"SCQ layer: forward+backward against VectorQuantize (d={d}, K={k}, "
                    f"{m:,} vectors)", args, repeats,
-                   note="after one warm-up call; torch.set_num_threads(2). The machine's 2 "
-                        "CPUs were shared with other jobs, so absolute times vary; the peer "
-                        "was measured in the same run, interleaved run by run with skvq")
+                   note="after one warm-up call; torch.set_num_threads(2); the peer was "
+                        "measured in the same run, interleaved run by run with skvq")
     lines += [f"torch {torch.__version__}, lambda (alpha) = {LAM}, float32, CPU.", ""]
     goals = []
     for cb_name, codebook in codebooks.items():

@@ -714,11 +714,15 @@ class SCQ(_QuantizedAutoencoderBase):
     alpha : float, default=1.0
         Regularisation :math:`\\lambda > 0` of eq. (8) towards the one-hot VQ solution
         (``alpha -> inf`` gives VQ).
-    solver : {"relaxed", "exact"}, default="relaxed"
+    solver : {{"relaxed", "exact"}}, default="relaxed"
         How eq. (8) is solved (see :class:`~skvq.neural.SoftConvexQuantizer`): "relaxed"
         is Algorithm 2 (a linear solve, then the exact projection onto the simplex;
         ``bottleneck_params={{"n_steps": m}}`` uses the paper's ``m`` alternating projection
-        steps instead), "exact" solves eq. (8) itself.{_SHARED_DOC}
+        steps instead), "exact" solves eq. (8) itself (on CPU by a compiled active-set
+        method, about 4x the relaxation's cost per step at d=64, K=1024; in the Table 1
+        analog it reconstructs markedly better than the relaxation). The codebook starts
+        uniform in ``[-1/K, 1/K]``; ``bottleneck_params={{"codebook_init": "data"}}`` draws it
+        from the first training batch instead.{_SHARED_DOC}
 {_ATTRIBUTES_DOC}
 
     See Also
