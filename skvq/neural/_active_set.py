@@ -103,29 +103,21 @@ def _dot_rows(codebook, z, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def _solve_row(z, codebook, gram, code, lam, tol, max_iter, n_add, out_p):
+def _solve_row(z, codebook, gram, code, lam, tol, max_iter, n_add, out_p, b, grad, in_w, added,
+               chol, work, pw, sol, ones_sol, rhs, col):
     """Solve one row into ``out_p`` (zeroed, length K); returns (n_iter, gap, status).
 
-    status: 0 converged, 1 iteration limit, 2 numerical stall.
+    status: 0 converged, 1 iteration limit, 2 numerical stall. ``b`` ... ``col`` are the
+    caller's work arrays (``in_w`` all false on entry and on return); the ``|W|``-sized ones
+    are replaced by larger local copies if the working set outgrows them.
     """
     k, d = codebook.shape
-    b = np.empty(k)
     _dot_rows(codebook, z, b)
     b[code] += lam
     zz = 0.0
     for t in range(d):
         zz += z[t] * z[t]
-    cap = min(k, _START_CAPACITY)
-    chol = np.empty((cap, cap))
-    work = np.empty(cap, np.int64)
-    pw = np.empty(cap)
-    sol = np.empty(cap)
-    ones_sol = np.empty(cap)
-    rhs = np.empty(cap)
-    col = np.empty(cap)
-    in_w = np.zeros(k, np.bool_)
-    grad = np.empty(k)
-    added = np.empty(max(n_add, 1), np.int64)
+    cap = work.shape[0]
 
     work[0] = code
     pw[0] = 1.0
@@ -137,6 +129,7 @@ def _solve_row(z, codebook, gram, code, lam, tol, max_iter, n_add, out_p):
     status = 1
     gap = np.inf
     batch = n_add
+    n_new = 0
     while True:
         pg = 0.0
         f = zz + lam
@@ -264,21 +257,41 @@ def _solve_row(z, codebook, gram, code, lam, tol, max_iter, n_add, out_p):
             batch = n_add
     for t in range(s):
         out_p[work[t]] = pw[t]
+    for t in range(s):
+        in_w[work[t]] = False
+    for t in range(n_new):  # coordinates of an interrupted addition
+        in_w[added[t]] = False
     return n_iter, gap, status
 
 
 @numba.njit(parallel=True, cache=True)
-def _solve_rows(z, codebook, gram, codes, lam, tol, max_iter, n_add, out_p, n_iter, gaps,
-                status):
-    for row in numba.prange(z.shape[0]):
-        it, gap, st = _solve_row(z[row], codebook, gram, codes[row], lam, tol, max_iter, n_add,
-                                 out_p[row])
-        n_iter[row] = it
-        gaps[row] = gap
-        status[row] = st
+def _solve_rows(z, codebook, gram, codes, lam, tol, max_iter, n_add, n_chunks, out_p, n_iter,
+                gaps, status):
+    m, k = z.shape[0], codebook.shape[0]
+    cap = min(k, _START_CAPACITY)
+    for chunk in numba.prange(n_chunks):
+        # work arrays once per chunk of rows, not once per row
+        b = np.empty(k)
+        grad = np.empty(k)
+        in_w = np.zeros(k, np.bool_)
+        added = np.empty(max(n_add, 1), np.int64)
+        chol = np.empty((cap, cap))
+        work = np.empty(cap, np.int64)
+        pw = np.empty(cap)
+        sol = np.empty(cap)
+        ones_sol = np.empty(cap)
+        rhs = np.empty(cap)
+        col = np.empty(cap)
+        for row in range(chunk * m // n_chunks, (chunk + 1) * m // n_chunks):
+            it, gap, st = _solve_row(z[row], codebook, gram, codes[row], lam, tol, max_iter,
+                                     n_add, out_p[row], b, grad, in_w, added, chol, work, pw,
+                                     sol, ones_sol, rhs, col)
+            n_iter[row] = it
+            gaps[row] = gap
+            status[row] = st
 
 
-def active_set_solve(z, codebook, codes, lam, tol, max_iter, gram=None, n_add=4):
+def active_set_solve(z, codebook, codes, lam, tol, max_iter, gram=None, n_add=None):
     """Solve eq. (8) for every row of ``z`` (float64 numpy arrays).
 
     Parameters
@@ -291,9 +304,11 @@ def active_set_solve(z, codebook, codes, lam, tol, max_iter, gram=None, n_add=4)
         Active-set iterations (coordinate additions) at most per row.
     gram : ndarray of shape (K, K), default=None
         ``codebook @ codebook.T``; computed when not given.
-    n_add : int, default=4
+    n_add : int, default=None
         Coordinates added per iteration (the most violating ones); an iteration that makes
-        no progress is retried with one.
+        no progress is retried with one. ``None``: ``d // 16`` clipped to [1, 8] (supports
+        grow with ``d``: at d=64, K=1024 four at a time took 0.6 of the time of one at a
+        time; at d=8, K=64 one at a time was fastest).
 
     Returns
     -------
@@ -311,13 +326,16 @@ def active_set_solve(z, codebook, codes, lam, tol, max_iter, gram=None, n_add=4)
     if gram is None:
         gram = codebook @ codebook.T
     m, k = z.shape[0], codebook.shape[0]
+    if n_add is None:
+        n_add = min(8, max(1, codebook.shape[1] // 16))
     weights = np.zeros((m, k))
     n_iter = np.zeros(m, np.int64)
     gaps = np.zeros(m)
     status = np.zeros(m, np.int64)
     if m:
         _solve_rows(z, codebook, np.ascontiguousarray(gram), codes, float(lam), float(tol),
-                    int(max_iter), int(n_add), weights, n_iter, gaps, status)
+                    int(max_iter), int(n_add), min(m, 8 * numba.get_num_threads()), weights,
+                    n_iter, gaps, status)
     return weights, n_iter, gaps, status
 
 

@@ -104,8 +104,8 @@ class SoftConvexQuantizer(Bottleneck):
     ``M x K`` matrix (a block-maximum lower bound of the threshold leaves a handful of
     candidates per vector). The backward passes work on the supports only (``|S|`` codewords
     per vector). The exact solver on CPU builds the ``K x K`` Gram matrix once per batch and
-    then costs ``O(K d + K |S| n_it)`` per vector, with ``n_it`` a quarter of the support
-    size ``|S|`` or so (four codewords enter per iteration); on other devices every Newton
+    then costs ``O(K d + K |S| n_it)`` per vector, with ``n_it`` about ``|S| / max(1, d / 16)``
+    (``d // 16`` codewords enter per iteration, at most 8); on other devices every Newton
     iteration costs one ``M x d x K`` product and batched ``|S| x |S|`` Cholesky
     factorisations, and the number of iterations grows with ``||C||_2^2 / lambda``.
 
