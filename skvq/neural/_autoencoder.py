@@ -719,7 +719,7 @@ class SCQ(_QuantizedAutoencoderBase):
         is Algorithm 2 (a linear solve, then the exact projection onto the simplex;
         ``bottleneck_params={{"n_steps": m}}`` uses the paper's ``m`` alternating projection
         steps instead), "exact" solves eq. (8) itself (on CPU by a compiled active-set
-        method, about 4.5x the relaxation's cost per step at d=64, K=1024; in the Table 1
+        method, about 4x the relaxation's cost per step at d=64, K=1024; in the Table 1
         analog it reconstructs markedly better than the relaxation). The codebook starts
         uniform in ``[-1/K, 1/K]``; ``bottleneck_params={{"codebook_init": "data"}}`` draws it
         from the first training batch instead.{_SHARED_DOC}
