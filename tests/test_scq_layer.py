@@ -163,6 +163,22 @@ def test_active_set_iteration_limit_keeps_a_feasible_point_no_worse_than_relaxed
     assert (f <= f_relaxed + 1e-12).all()
 
 
+def test_active_set_same_weights_at_any_thread_count_and_dtype():
+    z, codebook = _problem(300, 64, 8, seed=14)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _, w1 = scq_exact(z, codebook, 0.1, method="active-set")
+        torch.set_num_threads(2)
+        _, w2 = scq_exact(z, codebook, 0.1, method="active-set")
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(w1, w2)  # every row is solved on its own: no dependence on threads
+    q32, w32 = scq_exact(z.float(), codebook.float(), 0.1, method="active-set")
+    assert w32.dtype == q32.dtype == torch.float32
+    assert torch.allclose(w32.double(), w1, atol=1e-6)
+
+
 def test_active_set_refuses_other_devices():
     meta = torch.zeros(2, 4, device="meta")
     with pytest.raises(ValueError, match="CPU"):

@@ -291,7 +291,8 @@ def _solve_rows(z, codebook, gram, codes, lam, tol, max_iter, n_add, n_chunks, o
             status[row] = st
 
 
-def active_set_solve(z, codebook, codes, lam, tol, max_iter, gram=None, n_add=None):
+def active_set_solve(z, codebook, codes, lam, tol, max_iter, gram=None, n_add=None,
+                     dtype=np.float64):
     """Solve eq. (8) for every row of ``z`` (float64 numpy arrays).
 
     Parameters
@@ -309,6 +310,9 @@ def active_set_solve(z, codebook, codes, lam, tol, max_iter, gram=None, n_add=No
         no progress is retried with one. ``None``: ``d // 16`` clipped to [1, 8] (supports
         grow with ``d``: at d=64, K=1024 four at a time took 0.6 of the time of one at a
         time; at d=8, K=64 one at a time was fastest).
+    dtype : {np.float64, np.float32}, default=np.float64
+        dtype of the returned weights (the solve itself is float64; float32 halves the
+        ``M x K`` output for float32 models).
 
     Returns
     -------
@@ -328,7 +332,7 @@ def active_set_solve(z, codebook, codes, lam, tol, max_iter, gram=None, n_add=No
     m, k = z.shape[0], codebook.shape[0]
     if n_add is None:
         n_add = min(8, max(1, codebook.shape[1] // 16))
-    weights = np.zeros((m, k))
+    weights = np.zeros((m, k), dtype=dtype)
     n_iter = np.zeros(m, np.int64)
     gaps = np.zeros(m)
     status = np.zeros(m, np.int64)

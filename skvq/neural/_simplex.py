@@ -67,6 +67,7 @@ simplex and the l1 ball", Math. Program. 158, 2016.
 from typing import NamedTuple
 
 import numba
+import numpy as np
 import torch
 
 __all__ = [
@@ -624,11 +625,12 @@ def _compact(weights):
     return idx, p_s > 0, p_s
 
 
-def _solve_active_set(z, codebook, codes, lam, tol, max_iter):
-    """The compiled primal active-set solver (CPU), float64.
+def _solve_active_set(z, codebook, codes, lam, tol, max_iter, out_dtype):
+    """The compiled primal active-set solver (CPU) on float64 ``z`` and ``codebook``.
 
-    Returns the weights P (M, K), their supports (``idx``, ``valid``, ``p_s``), ``C P``
-    (M, d) and a report.
+    Returns the weights P (M, K) in float64 when ``out_dtype`` is float64 and in float32
+    otherwise (the dense output is the solver's largest array), their supports (``idx``,
+    ``valid``, ``p_s``), ``C P`` (M, d, float64) and a report.
     """
     from ._active_set import active_set_solve, combine_rows, support_lists
 
@@ -638,7 +640,8 @@ def _solve_active_set(z, codebook, codes, lam, tol, max_iter):
     try:
         cb = codebook.numpy()
         weights, n_iter, gaps, status = active_set_solve(
-            z.numpy(), cb, codes.cpu().numpy(), lam, tol, max_iter)
+            z.numpy(), cb, codes.cpu().numpy(), lam, tol, max_iter,
+            dtype=np.float64 if out_dtype == torch.float64 else np.float32)
         idx, vals = support_lists(weights)
         quantized = combine_rows(cb, idx, vals)
     finally:
@@ -675,10 +678,11 @@ class _ExactSCQ(torch.autograd.Function):
         work = torch.float64 if z.dtype != torch.float64 else z.dtype
         if method == "active-set":
             weights, support, quantized, info = _solve_active_set(
-                z.detach().to(work), codebook.detach().to(work), codes, lam, tol, max_iter)
+                z.detach().to(work), codebook.detach().to(work), codes, lam, tol, max_iter,
+                z.dtype)
             if info.n_unconverged:  # keep the relaxed point where it is better
                 weights = _better_of_relaxed(z.to(work), codebook.to(work), factor.to(work),
-                                             codes, lam, weights)
+                                             codes, lam, weights.to(work))
                 support = None
         else:
             weights, info = _solve_exact(z.to(work), codebook.to(work), codes, lam, tol,
