@@ -97,10 +97,6 @@ def _perplexity(mass):
     return float(np.exp(entropy).mean())
 
 
-def _n_codes(bottleneck):
-    return int(getattr(bottleneck, "n_codes", bottleneck.codebook_size))
-
-
 # -- torch modules ------------------------------------------------------------------------
 class MLPEncoder(nn.Module):
     """``Linear -> ReLU`` twice, then a linear map to ``n_latents`` vectors of ``dim``."""
@@ -271,7 +267,7 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
         self.net_.fit(Xs, Xs)
         self.net_.module_.eval()
         bottleneck = self.net_.module_.bottleneck
-        self.n_codes_ = _n_codes(bottleneck)
+        self.n_codes_ = int(bottleneck.n_codes)
         self.bits_per_sample_ = float(self.n_latent_positions_ * math.log2(self.n_codes_))
         self.n_iter_ = len(self.net_.history)
         self.bottleneck_name_ = name

@@ -87,9 +87,23 @@ class Bottleneck(nn.Module):
     def _quantize_flat(self, z):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def codebook_vectors(self):  # pragma: no cover - abstract
-        """The ``(K, d)`` codewords used to decode hard codes and soft weights."""
-        raise NotImplementedError
+    def codebook_vectors(self):
+        """The ``(K, d)`` codewords used to decode hard codes and soft weights.
+
+        The ``codebook`` parameter by default; bottlenecks that derive their codewords
+        (affine VQ) or have several codebooks (residual VQ) override it.
+        """
+        return self.codebook
+
+    @property
+    def n_codes(self):
+        """Number of distinct hard codes (``codebook_size``; residual VQ overrides it)."""
+        return self.codebook_size
+
+    def _uniform_codebook(self):
+        """A ``(K, d)`` parameter uniform in ``[-1/K, 1/K]`` (VQ-VAE's reference start)."""
+        k = self.codebook_size
+        return nn.Parameter(torch.empty(k, self.dim).uniform_(-1.0 / k, 1.0 / k))
 
     # -- shared --------------------------------------------------------------------------
     def _to_flat(self, z):

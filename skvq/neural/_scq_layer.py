@@ -11,7 +11,6 @@ This module imports torch: import it only from code that already needs torch.
 import math
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from ._bottleneck import Bottleneck, FlatQuantization
@@ -161,8 +160,7 @@ class SoftConvexQuantizer(Bottleneck):
         self.tol = float(tol)
         self.max_iter = None if max_iter is None else int(max_iter)
         self.commitment_weight = float(commitment_weight)
-        k = self.codebook_size
-        self.codebook = nn.Parameter(torch.empty(k, self.dim).uniform_(-1.0 / k, 1.0 / k))
+        self.codebook = self._uniform_codebook()
         self.codebook_init = codebook_init
         self.register_buffer("initialized", torch.tensor(codebook_init == "uniform"))
         self.last_solver_info = None
@@ -178,14 +176,6 @@ class SoftConvexQuantizer(Bottleneck):
             rows = rows + 1e-3 * spread * torch.randn(rows.shape, dtype=z.dtype, device=z.device)
         self.codebook.copy_(rows)
         self.initialized.fill_(True)
-
-    @property
-    def n_codes(self):
-        """Number of distinct hard codes (``codebook_size``)."""
-        return self.codebook_size
-
-    def codebook_vectors(self):
-        return self.codebook
 
     def extra_repr(self):
         return (f"dim={self.dim}, codebook_size={self.codebook_size}, alpha={self.alpha}, "

@@ -104,21 +104,9 @@ class VectorQuantize(Bottleneck):
         self.commitment_weight = float(commitment_weight)
         self.threshold_ema_dead_code = float(threshold_ema_dead_code)
         self.decay = float(decay)
-        self._init_codebook()
+        self.codebook = self._uniform_codebook()
         self.register_buffer("cluster_size", torch.zeros(self.codebook_size))
         self.n_replaced = 0
-
-    def _init_codebook(self):
-        k = self.codebook_size
-        self.codebook = nn.Parameter(torch.empty(k, self.dim).uniform_(-1.0 / k, 1.0 / k))
-
-    @property
-    def n_codes(self):
-        """Number of distinct hard codes (``codebook_size``)."""
-        return self.codebook_size
-
-    def codebook_vectors(self):
-        return self.codebook
 
     def _codebook_parameters(self):
         return [self.codebook]
@@ -289,15 +277,7 @@ class GumbelVQ(Bottleneck):
         self.temperature = float(temperature)
         self.straight_through = bool(straight_through)
         self.kl_weight = float(kl_weight)
-        k = self.codebook_size
-        self.codebook = nn.Parameter(torch.empty(k, self.dim).uniform_(-1.0 / k, 1.0 / k))
-
-    @property
-    def n_codes(self):
-        return self.codebook_size
-
-    def codebook_vectors(self):
-        return self.codebook
+        self.codebook = self._uniform_codebook()
 
     def logits(self, z):
         """``-||z - c_k||^2`` for every row of ``z`` (M, d) and codeword (M, K)."""
