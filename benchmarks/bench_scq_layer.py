@@ -13,6 +13,9 @@ distribution, as after k-means initialisation or training) and VQ-VAE's initiali
 ``-min P`` and ``|1^T p - 1|``). The exact optimum is itself checked against cvxpy
 (Clarabel) on a few vectors.
 
+A last section runs both exact methods (active set and dual Newton) on a small, badly
+conditioned problem.
+
 ``--quick`` uses 1,024 vectors, K=256, d=32 and one repeat (a smoke test).
 """
 
@@ -110,6 +113,32 @@ def cvxpy_check(z, codebook, weights, n):
     return worst
 
 
+def ill_conditioned():
+    """Both exact methods on a badly conditioned problem (d=150, K=200, lambda=0.01)."""
+    gen = torch.Generator().manual_seed(1)
+    m, k, d, lam = 6, 200, 150, 0.01
+    z = torch.randn(m, d, generator=gen, dtype=torch.float64)
+    codebook = torch.randn(k, d, generator=gen, dtype=torch.float64)
+    codes = nearest_codes(z, codebook)
+    rows, objective = [], {}
+    for method, max_iter in (("active-set", None), ("newton", 500)):
+        scq_exact(z[:1], codebook, lam, codes=codes[:1], method=method)  # compile / warm up
+        start = time.perf_counter()
+        _, w, info = scq_exact(z, codebook, lam, codes=codes, tol=1e-13, max_iter=max_iter,
+                               method=method, return_info=True)
+        seconds = time.perf_counter() - start
+        objective[method] = scq_objective(z, codebook, w, codes, lam)
+        rows.append([method, info.n_iter, info.n_unconverged, f"{info.max_gap:.1e}", seconds])
+    excess = float((objective["newton"] - objective["active-set"]).max())
+    lines = [f"## A badly conditioned problem (d={d}, K={k}, lambda={lam}, {m} vectors, "
+             "float64, tol=1e-13)", ""]
+    lines += table(["method", "iterations (at most)", "unconverged vectors", "largest gap",
+                    "seconds"], rows)
+    lines += [f"Largest objective of the Newton method's points above the active set's: "
+              f"{excess:.3g}.", ""]
+    return lines
+
+
 def main():
     args = parse_args(__doc__)
     torch.set_num_threads(2)
@@ -178,15 +207,16 @@ def main():
             if info is not None:
                 note = (f"{info.n_iter} iterations at most, certified gap <= "
                         f"{info.max_gap:.1e}, {info.n_unconverged} unconverged")
+            support = float((weights > 0).sum(1).double().mean())
             rows.append([name, seconds, vq_seconds, seconds / vq_seconds, f"{gap:.2e}",
-                         f"{viol:.1e}", float(f.mean()), note])
+                         f"{viol:.1e}", float(f.mean()), f"{support:.1f}", note])
         rows.append(["VectorQuantize (vector-quantize-pytorch)", vq_best, "", "", "", "", "",
-                     ""])
+                     "", ""])
         check = cvxpy_check(z, codebook, results["SCQ exact (tol=1e-6)"][2], n_check)
         lines += [f"## {cb_name}", ""]
         lines += table(["layer", "fwd+bwd (s)", "VectorQuantize (s)", "ratio",
                         "objective gap vs exact (mean rel.)", "simplex violation",
-                        "mean eq. 8 objective", "solver"], rows)
+                        "mean eq. 8 objective", "mean support", "solver"], rows)
         lines += [f"Best of {repeats} interleaved runs ({newton_repeats} for the dual Newton "
                   "method, without warm-up); ratio = SCQ time / VectorQuantize time. The exact "
                   "rows' objective gap is relative to the active-set solution.", ""]
@@ -228,6 +258,7 @@ def main():
     lines += ["## At 1 thread (torch.set_num_threads(1))", ""]
     lines += table(["codebook", "SCQ relaxed fwd+bwd (s)", "SCQ exact fwd+bwd (s)",
                     "VectorQuantize (s)", "relaxed ratio", "exact ratio"], rows)
+    lines += ill_conditioned()
     lines += ["## Goals", ""]
     lines += table(["goal", "measured", "verdict"], [[g, m_, verdict(ok)] for g, m_, ok in goals])
     write(f"{args.out}/bench_scq_layer.md", lines)

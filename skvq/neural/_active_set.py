@@ -307,9 +307,9 @@ def active_set_solve(z, codebook, codes, lam, tol, max_iter, gram=None, n_add=No
         ``codebook @ codebook.T``; computed when not given.
     n_add : int, default=None
         Coordinates added per iteration (the most violating ones); an iteration that makes
-        no progress is retried with one. ``None``: ``d // 16`` clipped to [1, 8] (supports
-        grow with ``d``: at d=64, K=1024 four at a time took 0.6 of the time of one at a
-        time; at d=8, K=64 one at a time was fastest).
+        no progress is retried with one. ``None``: ``d // 16`` clipped to [1, 8]: supports
+        grow with ``d``, and adding several codewords at once saves gradient passes only
+        when the support is large (at small ``d`` the extra additions are dropped again).
     dtype : {np.float64, np.float32}, default=np.float64
         dtype of the returned weights (the solve itself is float64; float32 halves the
         ``M x K`` output for float32 models).
