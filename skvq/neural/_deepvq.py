@@ -529,8 +529,8 @@ class DeepVQ(_NeuralQuantizer):
         module.eval()
         with torch.no_grad():
             codes = []
-            for start in range(0, Xs.shape[0], 4096):
-                x = torch.as_tensor(Xs[start:start + 4096], device=self.device_)
+            for rows in self._row_batches(Xs.shape[0]):
+                x = torch.as_tensor(Xs[rows], device=self.device_)
                 codes.append(torch.where(module.encode(x) >= 0, 1.0, -1.0).cpu())
             codes = torch.cat(codes).numpy()
         dec = _DecoderOnly(module)
@@ -816,8 +816,8 @@ class DCN(_NeuralQuantizer):
         module.eval()
         out = []
         with torch.no_grad():
-            for start in range(0, Xs.shape[0], 4096):
-                x = torch.as_tensor(Xs[start:start + 4096], device=self.device_)
+            for rows in self._row_batches(Xs.shape[0]):
+                x = torch.as_tensor(Xs[rows], device=self.device_)
                 out.append(module.encode(x).cpu().numpy())
         module.train()
         return np.concatenate(out)
