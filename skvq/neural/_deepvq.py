@@ -829,7 +829,8 @@ class DCN(_NeuralQuantizer):
         return 2**self.n_bits
 
     def _bytes_per_row(self):
-        return 8 * (self.n_features_in_ + sum(self._check_hidden()) + self.n_clusters_) * 2
+        # 2**n_bits bounds n_clusters_ and is known before fit ends (fit batches with it too)
+        return 8 * (self.n_features_in_ + sum(self._check_hidden()) + self._code_cardinality()) * 2
 
     def _encode(self, X):
         module = self.net_.module_
