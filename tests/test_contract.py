@@ -67,12 +67,18 @@ def test_round_trip_and_rate(est, X):
     assert codes.dtype == code_dtype(q.n_values_)
     rec = q.inverse_transform(codes)
     assert rec.dtype == X.dtype and rec.shape == X.shape
-    # Codes point at the nearest codebook value (brute force over the codebook).
-    brute = np.argmin(np.abs(X[..., None] - q.codebook_[None, None, :]), axis=-1)
-    np.testing.assert_allclose(q.codebook_[codes], q.codebook_[brute])
+    # Codes point at the nearest value of the feature's codebook (brute force over it).
+    if q.group_size is None:
+        books, n_values = [q.codebook_] * X.shape[1], [q.n_values_] * X.shape[1]
+    else:
+        books = [q.codebook_[j // q.group_size] for j in range(X.shape[1])]
+        n_values = [q.group_n_values_[j // q.group_size] for j in range(X.shape[1])]
+    for j, book in enumerate(books):
+        brute = np.argmin(np.abs(X[:, j, None] - book[None, :]), axis=-1)
+        np.testing.assert_allclose(book[codes[:, j]], book[brute])
     np.testing.assert_allclose(reconstruction_mse(q, X), np.mean((X - rec) ** 2))
     assert q.score(X) == pytest.approx(-np.mean((X - rec) ** 2))
-    assert bits_per_sample(q) == pytest.approx(X.shape[1] * np.log2(q.n_values_))
+    assert bits_per_sample(q) == pytest.approx(np.sum(np.log2(n_values)))
 
 
 @pytest.mark.parametrize("est", ESTIMATORS, ids=IDS)

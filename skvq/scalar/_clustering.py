@@ -45,15 +45,35 @@ class KMeansQuantizer(ScalarQuantizer):
     weighting : {"unique", "count"}, default="unique"
         ``"unique"``: every distinct value counts once, as in the paper.
         ``"count"``: each value counts with its multiplicity (and ``sample_weight``).
+    group_size : int or None, default=None
+        ``None``: one codebook for every entry of ``X`` (the paper's setting). An int ``g``:
+        one codebook per group of ``g`` consecutive columns (the last group may be smaller),
+        each fitted on its group's entries alone; ``1`` gives one codebook per feature, as
+        :class:`~sklearn.preprocessing.KBinsDiscretizer` bins each feature (a weight matrix's
+        output channels are the columns of its transpose). Groups are fitted one after the other (scikit-learn per group).
 
     Attributes
     ----------
-    codebook_ : ndarray of shape (`n_values_`,)
-        Sorted codebook values, in the dtype of the training data.
+    codebook_ : ndarray of shape (`n_values_`,) or (`n_groups_`, `n_values_`)
+        Sorted codebook values, in the dtype of the training data; with ``group_size`` set,
+        one row per group, a group with fewer values padded with its largest value.
     n_values_ : int
-        Number of codebook values.
+        Number of codebook values (the largest over the groups).
+    group_n_values_ : ndarray of shape (`n_groups_`,)
+        Number of values of each group's codebook (only with ``group_size`` set).
+    n_groups_ : int
+        Number of codebooks (1 without ``group_size``).
     bits_per_sample_ : float
-        Rate: ``n_features_in_ * log2(n_values_)`` bits per row.
+        Rate of the codes: ``sum_j log2(n_values of feature j's codebook)`` bits per row
+        (``n_features_in_ * log2(n_values_)`` with one codebook).
+    bits_per_code_ : int
+        Width of one code when bit-packed (:func:`skvq.packing.pack_codes`):
+        ``ceil(log2(n_values_))``, at least 1.
+    codebook_bits_ : int
+        Storage of the codebooks, ``n_groups_ * n_values_`` values in the fitted dtype.
+    bits_per_entry_ : float
+        The true rate on the training data: ``bits_per_code_`` plus the codebooks' storage
+        spread over the entries of ``X``.
     n_iter_ : int
         Lloyd iterations of the best restart.
     n_features_in_ : int
@@ -78,13 +98,14 @@ class KMeansQuantizer(ScalarQuantizer):
     _parameter_constraints = {**ScalarQuantizer._parameter_constraints, **_KMEANS_PARAMS}
 
     def __init__(self, n_values=8, *, n_init=10, max_iter=300, tol=1e-4, random_state=None,
-                 weighting="unique"):
+                 weighting="unique", group_size=None):
         self.n_values = n_values
         self.n_init = n_init
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
         self.weighting = weighting
+        self.group_size = group_size
 
     def _kmeans(self, values, weights, appearance, n_values):
         """k-means on the distinct values, fed in their order of appearance in ``X``.
@@ -102,7 +123,7 @@ class KMeansQuantizer(ScalarQuantizer):
         labels[appearance] = km.labels_
         return km.cluster_centers_.ravel(), labels
 
-    def _fit_codebook(self, values, weights, appearance):
+    def _fit_codebook(self, values, weights, appearance, penalty_scale):
         n_values = check_n_values(self.n_values, values.size)
         return self._kmeans(values, weights, appearance, n_values)[0]
 
@@ -132,15 +153,35 @@ class KMeansLSQuantizer(KMeansQuantizer):
     weighting : {"unique", "count"}, default="unique"
         ``"unique"``: every distinct value counts once, as in the paper.
         ``"count"``: each value counts with its multiplicity (and ``sample_weight``).
+    group_size : int or None, default=None
+        ``None``: one codebook for every entry of ``X`` (the paper's setting). An int ``g``:
+        one codebook per group of ``g`` consecutive columns (the last group may be smaller),
+        each fitted on its group's entries alone; ``1`` gives one codebook per feature, as
+        :class:`~sklearn.preprocessing.KBinsDiscretizer` bins each feature (a weight matrix's
+        output channels are the columns of its transpose). Groups are fitted one after the other (scikit-learn per group).
 
     Attributes
     ----------
-    codebook_ : ndarray of shape (`n_values_`,)
-        Sorted codebook values, in the dtype of the training data.
+    codebook_ : ndarray of shape (`n_values_`,) or (`n_groups_`, `n_values_`)
+        Sorted codebook values, in the dtype of the training data; with ``group_size`` set,
+        one row per group, a group with fewer values padded with its largest value.
     n_values_ : int
-        Number of codebook values.
+        Number of codebook values (the largest over the groups).
+    group_n_values_ : ndarray of shape (`n_groups_`,)
+        Number of values of each group's codebook (only with ``group_size`` set).
+    n_groups_ : int
+        Number of codebooks (1 without ``group_size``).
     bits_per_sample_ : float
-        Rate: ``n_features_in_ * log2(n_values_)`` bits per row.
+        Rate of the codes: ``sum_j log2(n_values of feature j's codebook)`` bits per row
+        (``n_features_in_ * log2(n_values_)`` with one codebook).
+    bits_per_code_ : int
+        Width of one code when bit-packed (:func:`skvq.packing.pack_codes`):
+        ``ceil(log2(n_values_))``, at least 1.
+    codebook_bits_ : int
+        Storage of the codebooks, ``n_groups_ * n_values_`` values in the fitted dtype.
+    bits_per_entry_ : float
+        The true rate on the training data: ``bits_per_code_`` plus the codebooks' storage
+        spread over the entries of ``X``.
     n_iter_ : int
         Lloyd iterations of the best restart.
     n_features_in_ : int
@@ -171,7 +212,7 @@ class KMeansLSQuantizer(KMeansQuantizer):
     array([1.05, 5.1 , 9.05])
     """
 
-    def _fit_codebook(self, values, weights, appearance):
+    def _fit_codebook(self, values, weights, appearance, penalty_scale):
         n_values = check_n_values(self.n_values, values.size)
         centers, labels = self._kmeans(values, weights, appearance, n_values)
         w = np.ones_like(values) if weights is None else weights
@@ -207,15 +248,35 @@ class GaussianMixtureQuantizer(ScalarQuantizer):
         ``"unique"``: the mixture is fitted to the distinct values, as the paper does.
         ``"count"``: to every entry (``GaussianMixture`` has no sample weights, so ``fit``
         accepts no ``sample_weight``).
+    group_size : int or None, default=None
+        ``None``: one codebook for every entry of ``X`` (the paper's setting). An int ``g``:
+        one codebook per group of ``g`` consecutive columns (the last group may be smaller),
+        each fitted on its group's entries alone; ``1`` gives one codebook per feature, as
+        :class:`~sklearn.preprocessing.KBinsDiscretizer` bins each feature (a weight matrix's
+        output channels are the columns of its transpose). Groups are fitted one after the other (scikit-learn per group).
 
     Attributes
     ----------
-    codebook_ : ndarray of shape (`n_values_`,)
-        Sorted codebook values, in the dtype of the training data.
+    codebook_ : ndarray of shape (`n_values_`,) or (`n_groups_`, `n_values_`)
+        Sorted codebook values, in the dtype of the training data; with ``group_size`` set,
+        one row per group, a group with fewer values padded with its largest value.
     n_values_ : int
-        Number of codebook values.
+        Number of codebook values (the largest over the groups).
+    group_n_values_ : ndarray of shape (`n_groups_`,)
+        Number of values of each group's codebook (only with ``group_size`` set).
+    n_groups_ : int
+        Number of codebooks (1 without ``group_size``).
     bits_per_sample_ : float
-        Rate: ``n_features_in_ * log2(n_values_)`` bits per row.
+        Rate of the codes: ``sum_j log2(n_values of feature j's codebook)`` bits per row
+        (``n_features_in_ * log2(n_values_)`` with one codebook).
+    bits_per_code_ : int
+        Width of one code when bit-packed (:func:`skvq.packing.pack_codes`):
+        ``ceil(log2(n_values_))``, at least 1.
+    codebook_bits_ : int
+        Storage of the codebooks, ``n_groups_ * n_values_`` values in the fitted dtype.
+    bits_per_entry_ : float
+        The true rate on the training data: ``bits_per_code_`` plus the codebooks' storage
+        spread over the entries of ``X``.
     n_iter_ : int
         EM iterations of the best restart.
     n_features_in_ : int
@@ -243,13 +304,18 @@ class GaussianMixtureQuantizer(ScalarQuantizer):
     }
 
     def __init__(self, n_values=8, *, n_init=1, max_iter=100, tol=1e-3, random_state=None,
-                 weighting="unique"):
+                 weighting="unique", group_size=None):
         self.n_values = n_values
         self.n_init = n_init
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
         self.weighting = weighting
+        self.group_size = group_size
+
+    # GaussianMixture has no sample weights: "count" repeats each value by its (integer)
+    # multiplicity, so the weights must stay counts.
+    _scale_weights = False
 
     def fit(self, X, y=None):
         """Fit the mixture to the entries of ``X``.
@@ -268,7 +334,7 @@ class GaussianMixtureQuantizer(ScalarQuantizer):
         """
         return super().fit(X, y)
 
-    def _fit_codebook(self, values, weights, appearance):
+    def _fit_codebook(self, values, weights, appearance, penalty_scale):
         n_values = check_n_values(self.n_values, values.size)
         values, weights = values[appearance], None if weights is None else weights[appearance]
         data = values if weights is None else np.repeat(values, weights.astype(np.int64))

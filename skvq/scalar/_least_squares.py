@@ -15,7 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..base import check_n_values
-from ._base import ScalarQuantizer, segment_means
+from ._base import ScalarQuantizer, grouped_distinct_values, pad_codebooks, segment_means
 
 # Dense V costs 8 m^2 bytes: past this many distinct values the dense solvers refuse.
 _MAX_DENSE_VALUES = 20_000
@@ -97,7 +97,11 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
         ``||v - V alpha||^2 + alpha * ||alpha||_1`` with no ``1/(2m)`` factor. scikit-learn's
         ``Lasso(alpha=a)`` minimises ``1/(2m) ||v - V alpha||^2 + a ||alpha||_1``, so the
         same problem is ``Lasso(alpha=alpha / (2 * m), fit_intercept=False)`` with ``m``
-        distinct values. With ``n_values`` set, ``alpha`` is the search's starting point.
+        distinct values. With ``n_values`` set, ``alpha`` is the search's starting point
+        (``1`` in units of the data's largest magnitude when ``alpha`` is more than 1e12 off
+        that scale). The solver works in units where the data's largest magnitude is in
+        [1, 2) (an exact power-of-two change of units) with :math:`\lambda` rescaled, so
+        the result is the same for ``X`` and ``c * X`` with ``alpha * c**2``.
     negative_l2 : float, default=0.0
         The paper's :math:`\lambda_2 \ge 0` of eq. 13 (the term :math:`-\lambda_2\|\alpha\|^2`).
         Solved by the paper's coordinate descent (eq. 15), started from the l1 solution.
@@ -136,6 +140,13 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
         ``"unique"``: every distinct value counts once, as in the paper.
         ``"count"``: each value counts with its multiplicity (and ``sample_weight``), which
         minimises the squared error of the whole array.
+    group_size : int or None, default=None
+        ``None``: one codebook for every entry of ``X`` (the paper's setting). An int ``g``:
+        one codebook per group of ``g`` consecutive columns (the last group may be smaller),
+        each fitted on its group's entries alone; ``1`` gives one codebook per feature, as
+        :class:`~sklearn.preprocessing.KBinsDiscretizer` bins each feature (a weight matrix's
+        output channels are the columns of its transpose). Each group has its own
+        search for ``n_values`` and its own ``alpha_``.
     max_iter : int, default=10000
         Iteration cap of the iterative solvers (``"cd"``, and eq. 13's coordinate descent).
     tol : float, default=1e-10
@@ -143,12 +154,26 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
 
     Attributes
     ----------
-    codebook_ : ndarray of shape (`n_values_`,)
-        Sorted codebook values, in the dtype of the training data.
+    codebook_ : ndarray of shape (`n_values_`,) or (`n_groups_`, `n_values_`)
+        Sorted codebook values, in the dtype of the training data; with ``group_size`` set,
+        one row per group, a group with fewer values padded with its largest value.
     n_values_ : int
-        Number of codebook values.
+        Number of codebook values (the largest over the groups).
+    group_n_values_ : ndarray of shape (`n_groups_`,)
+        Number of values of each group's codebook (only with ``group_size`` set).
+    n_groups_ : int
+        Number of codebooks (1 without ``group_size``).
     bits_per_sample_ : float
-        Rate: ``n_features_in_ * log2(n_values_)`` bits per row.
+        Rate of the codes: ``sum_j log2(n_values of feature j's codebook)`` bits per row
+        (``n_features_in_ * log2(n_values_)`` with one codebook).
+    bits_per_code_ : int
+        Width of one code when bit-packed (:func:`skvq.packing.pack_codes`):
+        ``ceil(log2(n_values_))``, at least 1.
+    codebook_bits_ : int
+        Storage of the codebooks, ``n_groups_ * n_values_`` values in the fitted dtype.
+    bits_per_entry_ : float
+        The true rate on the training data: ``bits_per_code_`` plus the codebooks' storage
+        spread over the entries of ``X``.
     alpha_ : float
         The :math:`\lambda` the codebook was computed with (differs from ``alpha`` when
         ``n_values`` is set).
@@ -215,18 +240,21 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
     }
 
     def __init__(self, alpha=1.0, *, negative_l2=0.0, refit=True, n_values=None, solver="tv",
-                 weighting="unique", max_iter=10000, tol=1e-10):
+                 weighting="unique", group_size=None, max_iter=10000, tol=1e-10):
         self.alpha = alpha
         self.negative_l2 = negative_l2
         self.refit = refit
         self.n_values = n_values
         self.solver = solver
         self.weighting = weighting
+        self.group_size = group_size
         self.max_iter = max_iter
         self.tol = tol
 
-    def _solve(self, values, weights, lam):
-        """Reconstruction of the distinct values for one lambda; sets ``n_iter_``."""
+    def _solve(self, values, weights, lam, lam2=None):
+        """Reconstruction of the distinct values for one lambda (and eq. 13's ``lam2``,
+        default ``negative_l2``); sets ``n_iter_``."""
+        lam2 = self.negative_l2 if lam2 is None else lam2
         if self.solver == "tv":
             from ._solvers import weighted_tv_denoise
 
@@ -254,13 +282,13 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
                 )
             x = np.cumsum(lasso.coef_ * _steps(values))
             self.n_iter_ = int(lasso.n_iter_)
-        if self.negative_l2 > 0:
-            x = self._solve_negative_l2(values, weights, lam, x)
+        if lam2 > 0:
+            x = self._solve_negative_l2(values, weights, lam, lam2, x)
         if self.refit:
             x = _reconstruct_from_support(values, weights, _jumps(x))
         return x
 
-    def _solve_negative_l2(self, values, weights, lam, x_l1):
+    def _solve_negative_l2(self, values, weights, lam, lam2, x_l1):
         from ._solvers import neg_l2_coordinate_descent
 
         d = _steps(values)
@@ -268,34 +296,62 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
         with np.errstate(divide="ignore", invalid="ignore"):
             alpha0 = np.where(d != 0, np.diff(x_l1, prepend=0.0) / d, 0.0)
         alpha, n_iter = neg_l2_coordinate_descent(
-            values, w, d, alpha0, lam, self.negative_l2, self.max_iter, self.tol)
+            values, w, d, alpha0, lam, lam2, self.max_iter, self.tol)
         self.n_iter_ = int(n_iter)
         if n_iter >= self.max_iter:
             warnings.warn(f"Coordinate descent on eq. 13 did not converge in "
                           f"max_iter={self.max_iter} sweeps.", ConvergenceWarning)
         return np.cumsum(alpha * d)
 
-    def _fit_codebook(self, values, weights, appearance):
+    def _fit_codebook(self, values, weights, appearance, penalty_scale):
+        # The solves work in units where the data's largest magnitude is in [1, 2): there
+        # the user's lambda is lambda * penalty_scale (eq. 6 scales as the squared data).
+        lam2 = self.negative_l2 * penalty_scale
         if self.n_values is None:
             self.alpha_ = float(self.alpha)
-            return self._solve(values, weights, self.alpha_)
+            return self._solve(values, weights, self.alpha_ * penalty_scale, lam2)
         target = check_n_values(self.n_values, values.size)
         if target == values.size:  # every value kept: the lossless codebook, lambda -> 0
             self.alpha_ = 0.0
             self.n_iter_ = 0
             return values
+        lam, x = self._search_lambda(values, weights, target,
+                                     float(self.alpha) * penalty_scale, lam2)
+        with np.errstate(over="ignore", divide="ignore"):
+            self.alpha_ = float(np.float64(lam) / penalty_scale)
+        return x
+
+    def _fit_groups(self, X, sample_weight, importance):
+        codebooks, alphas, n_iters = [], [], []
+        for group in self._groups(X, sample_weight, importance):
+            codebooks.append(self._fit_scaled(*group))
+            alphas.append(self.alpha_)
+            n_iters.append(self.n_iter_)
+        self.alpha_ = np.array(alphas)
+        self.n_iter_ = int(max(n_iters))
+        return pad_codebooks(codebooks)
+
+    def _search_lambda(self, values, weights, target, lam, lam2):
+        """Alg. 2's search: the smallest lambda (from ``lam``) giving at most ``target``
+        values; returns ``(lambda, reconstruction)``."""
+        # The data's largest magnitude is in [1, 2) here, so lambda = 1 is on its scale; an
+        # alpha given for data of another scale would cost the bracketing hundreds of steps.
+        if not 1e-12 <= lam <= 1e12:
+            lam = 1.0
+
+        def solve(lam):
+            return self._solve(values, weights, lam, lam2)
 
         def count(x):
             return np.unique(x).size
 
-        lam = float(self.alpha)
-        x = self._solve(values, weights, lam)
+        x = solve(lam)
         # Bracket: lo gives too many values, hi gives few enough.
         if count(x) > target:
             lo = lam
             while True:
                 lam *= 2.0
-                x = self._solve(values, weights, lam)
+                x = solve(lam)
                 if count(x) <= target:
                     hi, x_hi = lam, x
                     break
@@ -305,25 +361,23 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
             lo = None
             for _ in range(64):
                 lam /= 2.0
-                x = self._solve(values, weights, lam)
+                x = solve(lam)
                 if count(x) > target:
                     lo = lam
                     break
                 hi, x_hi = lam, x
             if lo is None:  # every lambda tried reaches the target (e.g. target == m)
-                self.alpha_ = hi
-                return x_hi
+                return hi, x_hi
         for _ in range(60):
             if count(x_hi) == target or hi - lo <= 1e-12 * hi:
                 break
             mid = 0.5 * (lo + hi)
-            x = self._solve(values, weights, mid)
+            x = solve(mid)
             if count(x) <= target:
                 hi, x_hi = mid, x
             else:
                 lo = mid
-        self.alpha_ = hi
-        return x_hi
+        return hi, x_hi
 
 
 class L0LeastSquareQuantizer(ScalarQuantizer):
@@ -358,15 +412,36 @@ class L0LeastSquareQuantizer(ScalarQuantizer):
     weighting : {"unique", "count"}, default="unique"
         ``"unique"``: every distinct value counts once, as in the paper.
         ``"count"``: each value counts with its multiplicity (and ``sample_weight``).
+    group_size : int or None, default=None
+        ``None``: one codebook for every entry of ``X`` (the paper's setting). An int ``g``:
+        one codebook per group of ``g`` consecutive columns (the last group may be smaller),
+        each fitted on its group's entries alone; ``1`` gives one codebook per feature, as
+        :class:`~sklearn.preprocessing.KBinsDiscretizer` bins each feature (a weight matrix's
+        output channels are the columns of its transpose). With ``solver="dp"`` every
+        group is solved exactly in one compiled pass over all groups (in parallel).
 
     Attributes
     ----------
-    codebook_ : ndarray of shape (`n_values_`,)
-        Sorted codebook values, in the dtype of the training data.
+    codebook_ : ndarray of shape (`n_values_`,) or (`n_groups_`, `n_values_`)
+        Sorted codebook values, in the dtype of the training data; with ``group_size`` set,
+        one row per group, a group with fewer values padded with its largest value.
     n_values_ : int
-        Number of codebook values.
+        Number of codebook values (the largest over the groups).
+    group_n_values_ : ndarray of shape (`n_groups_`,)
+        Number of values of each group's codebook (only with ``group_size`` set).
+    n_groups_ : int
+        Number of codebooks (1 without ``group_size``).
     bits_per_sample_ : float
-        Rate: ``n_features_in_ * log2(n_values_)`` bits per row.
+        Rate of the codes: ``sum_j log2(n_values of feature j's codebook)`` bits per row
+        (``n_features_in_ * log2(n_values_)`` with one codebook).
+    bits_per_code_ : int
+        Width of one code when bit-packed (:func:`skvq.packing.pack_codes`):
+        ``ceil(log2(n_values_))``, at least 1.
+    codebook_bits_ : int
+        Storage of the codebooks, ``n_groups_ * n_values_`` values in the fitted dtype.
+    bits_per_entry_ : float
+        The true rate on the training data: ``bits_per_code_`` plus the codebooks' storage
+        spread over the entries of ``X``.
     n_features_in_ : int
         Number of features seen in ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -411,12 +486,33 @@ class L0LeastSquareQuantizer(ScalarQuantizer):
         "solver": [StrOptions({"dp", "l0learn"})],
     }
 
-    def __init__(self, n_values=8, *, solver="dp", weighting="unique"):
+    def __init__(self, n_values=8, *, solver="dp", weighting="unique", group_size=None):
         self.n_values = n_values
         self.solver = solver
         self.weighting = weighting
+        self.group_size = group_size
 
-    def _fit_codebook(self, values, weights, appearance):
+    def _fit_groups(self, X, sample_weight, importance):
+        if self.solver != "dp":
+            return super()._fit_groups(X, sample_weight, importance)
+        from ._solvers import kmeans_1d_dp_groups
+
+        values, weights, offsets = grouped_distinct_values(
+            X, sample_weight, self.weighting, importance, self.group_size)
+        sizes = np.diff(offsets)
+        if np.any(sizes == 0):
+            g = int(np.flatnonzero(sizes == 0)[0])
+            raise ValueError(f"Every entry of the group of columns starting at "
+                             f"{g * self.group_size} has zero weight: nothing to fit.")
+        short = int(np.sum(sizes < self.n_values))
+        if short:
+            warnings.warn(
+                f"n_values={self.n_values} is larger than the number of distinct values in "
+                f"{short} of {sizes.size} groups; their codebooks hold those values.",
+                UserWarning, stacklevel=4)
+        return kmeans_1d_dp_groups(values, weights, offsets, self.n_values)
+
+    def _fit_codebook(self, values, weights, appearance, penalty_scale):
         n_values = check_n_values(self.n_values, values.size)
         if self.solver == "dp":
             from ._solvers import kmeans_1d_dp

@@ -14,7 +14,7 @@ with positive weights ``w`` (1 for the paper's choice, the multiplicity otherwis
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 
 @njit(cache=True)
@@ -166,18 +166,43 @@ def _segment_cost(s1, s2, sw, i, j):
     return cost if cost > 0.0 else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
+def _dp_argmin(prev, s1, s2, sw, buf, start, tend, j, cur, arg_q):
+    """``cur[j] = min_{start <= t <= tend} prev[t] + cost(t, j)``; stores and returns the
+    first argmin. Two passes: the costs (a branch-free loop the compiler vectorises,
+    divisions included), then their first minimum."""
+    a1 = s1[j]
+    a2 = s2[j]
+    aw = sw[j]
+    n_t = tend + 1 - start
+    for i in range(n_t):
+        t = start + i
+        d1 = a1 - s1[t]
+        c = (a2 - s2[t]) - d1 * d1 / (aw - sw[t])
+        buf[i] = prev[t] + (c if c > 0.0 else 0.0)
+    best = np.inf
+    bestt = start
+    for i in range(n_t):
+        if buf[i] < best:
+            best = buf[i]
+            bestt = start + i
+    cur[j] = best
+    arg_q[j] = bestt
+    return bestt
+
+
+@njit(cache=True, nogil=True)
 def _kmeans_1d_dp(y, w, k):
     m = y.shape[0]
     # Centre for numerical stability of the prefix sums.
     mean = np.sum(w * y) / np.sum(w)
-    z = y - mean
     s1 = np.zeros(m + 1)
     s2 = np.zeros(m + 1)
     sw = np.zeros(m + 1)
     for i in range(m):
-        s1[i + 1] = s1[i] + w[i] * z[i]
-        s2[i + 1] = s2[i] + w[i] * z[i] * z[i]
+        z = y[i] - mean
+        s1[i + 1] = s1[i] + w[i] * z
+        s2[i + 1] = s2[i] + w[i] * z * z
         sw[i + 1] = sw[i] + w[i]
     prev = np.empty(m + 1)
     cur = np.empty(m + 1)
@@ -185,17 +210,24 @@ def _kmeans_1d_dp(y, w, k):
     for j in range(m + 1):
         prev[j] = _segment_cost(s1, s2, sw, 0, j) if j > 0 else 0.0
     arg = np.zeros((k, m + 1), dtype=np.int32)
+    for j in range(m + 1):
+        arg[0, j] = 0
     stack = np.empty((4 * (m + 2), 4), dtype=np.int64)
+    buf = np.empty(m + 1)
     for q in range(1, k):
-        # cur[j] = min_{t in [q, j-1]} prev[t] + cost(t, j), for j in [q+1, m]; the argmin is
-        # non-decreasing in j (Monge costs), so divide and conquer over j.
-        for j in range(q + 1):
+        # cur[j] = min_{t in [q, j-1]} prev[t] + cost(t, j). The argmin is non-decreasing in
+        # j (Monge costs), so divide and conquer over j; it is also at least the previous
+        # layer's argmin at j (one more cluster never starts the last one earlier), which
+        # shrinks the ranges. Only j = m is needed in the last layer, and no layer needs j
+        # beyond m - (k - 1 - q) (the remaining clusters need one point each).
+        for j in range(m + 1):
             cur[j] = np.inf
-        top = 0
-        stack[0, 0] = q + 1
-        stack[0, 1] = m
+        jhi0 = m - (k - 1 - q)
+        jlo0 = q + 1 if q < k - 1 else m
+        stack[0, 0] = jlo0
+        stack[0, 1] = jhi0
         stack[0, 2] = q
-        stack[0, 3] = m - 1
+        stack[0, 3] = jhi0 - 1
         top = 1
         while top > 0:
             top -= 1
@@ -206,16 +238,9 @@ def _kmeans_1d_dp(y, w, k):
             if jlo > jhi:
                 continue
             jmid = (jlo + jhi) // 2
-            best = np.inf
-            bestt = tlo
-            tend = min(thi, jmid - 1)
-            for t in range(tlo, tend + 1):
-                v = prev[t] + _segment_cost(s1, s2, sw, t, jmid)
-                if v < best:
-                    best = v
-                    bestt = t
-            cur[jmid] = best
-            arg[q, jmid] = bestt
+            start = max(tlo, arg[q - 1, jmid]) if q > 1 else tlo
+            bestt = _dp_argmin(prev, s1, s2, sw, buf, start, min(thi, jmid - 1), jmid, cur,
+                               arg[q])
             stack[top, 0] = jlo
             stack[top, 1] = jmid - 1
             stack[top, 2] = tlo
@@ -237,6 +262,72 @@ def _kmeans_1d_dp(y, w, k):
         j = t
     starts[0] = 0
     return starts
+
+
+@njit(parallel=True, cache=True)
+def _kmeans_1d_dp_groups(values, weights, offsets, k, codebooks, n_values):
+    """:func:`kmeans_1d_dp` and the cluster means of every group, groups in parallel.
+
+    Each group's values and weights are divided by powers of two that put their largest
+    magnitude in [1, 2) (exact), so that the prefix sums of squares stay finite at any
+    scale; the means are scaled back.
+    """
+    n_groups = offsets.shape[0] - 1
+    for g in prange(n_groups):
+        lo = offsets[g]
+        hi = offsets[g + 1]
+        m = hi - lo
+        top = 0.0
+        wtop = 0.0
+        for i in range(lo, hi):
+            top = max(top, abs(values[i]))
+            wtop = max(wtop, weights[i])
+        scale = 1.0 if top == 0.0 else 2.0 ** np.floor(np.log2(top))
+        wscale = 2.0 ** np.floor(np.log2(wtop))
+        y = values[lo:hi] / scale
+        w = weights[lo:hi] / wscale
+        kk = min(k, m)
+        starts = _kmeans_1d_dp(y, w, kk)
+        for c in range(kk):
+            end = starts[c + 1] if c + 1 < kk else m
+            num = 0.0
+            den = 0.0
+            for i in range(starts[c], end):
+                num += w[i] * y[i]
+                den += w[i]
+            codebooks[g, c] = (num / den) * scale
+        for c in range(kk, k):
+            codebooks[g, c] = codebooks[g, kk - 1]
+        n_values[g] = kk
+
+
+def kmeans_1d_dp_groups(values, weights, offsets, k):
+    """Optimal weighted 1-D k-means of many groups at once (compiled, groups in parallel).
+
+    Parameters
+    ----------
+    values, weights : ndarray of shape (total,)
+        Each group's sorted distinct values and positive weights, concatenated.
+    offsets : ndarray of shape (n_groups + 1,)
+        Group ``g`` is ``values[offsets[g]:offsets[g + 1]]`` (at least one value).
+    k : int
+        Number of clusters per group (fewer where a group has fewer values).
+
+    Returns
+    -------
+    codebooks : ndarray of shape (n_groups, k)
+        Each group's cluster means, sorted, padded with its largest mean.
+    n_values : ndarray of shape (n_groups,)
+        ``min(k, group size)``.
+    """
+    n_groups = offsets.size - 1
+    codebooks = np.empty((n_groups, int(k)))
+    n_values = np.empty(n_groups, dtype=np.int64)
+    _kmeans_1d_dp_groups(np.ascontiguousarray(values, dtype=np.float64),
+                         np.ascontiguousarray(weights, dtype=np.float64),
+                         np.ascontiguousarray(offsets, dtype=np.int64), int(k), codebooks,
+                         n_values)
+    return codebooks, n_values
 
 
 def kmeans_1d_dp(y, w, k):
