@@ -1,7 +1,7 @@
 """Collection rules for the doctests of skvq's modules (``--doctest-modules``).
 
-The modules of ``skvq.neural`` other than its lazy ``__init__`` and ``_torch_utils`` import
-torch: without torch and skorch (the l0learn environment of CI) their doctests are not
+The modules of ``skvq.neural`` other than its lazy ``__init__`` and ``_torch_utils``, and
+``skvq.nn``, import torch: without torch and skorch (the l0learn environment of CI) their doctests are not
 collected, as the tests that need torch skip.
 """
 
@@ -9,4 +9,4 @@ import importlib.util
 
 _HAVE_TORCH = all(importlib.util.find_spec(m) is not None for m in ("torch", "skorch"))
 
-collect_ignore_glob = [] if _HAVE_TORCH else ["skvq/neural/_[!t]*.py"]
+collect_ignore_glob = [] if _HAVE_TORCH else ["skvq/neural/_[!t]*.py", "skvq/nn.py"]

@@ -17,6 +17,7 @@ from skorch import NeuralNet
 from skorch.callbacks import ProgressBar
 from skorch.dataset import unpack_data
 
+from .. import packing
 from .._kmeans import kmeans, nearest_centroid
 from ..base import BaseQuantizer
 from ._deepvq_modules import AutoEncoder, binary_penalty_step, frozen_batch_statistics
@@ -27,7 +28,7 @@ __all__ = ["DCN", "DeepVQ", "MDCN", "binary_penalty_step", "pack_codes", "unpack
 
 # -- packed codes -----------------------------------------------------------------------------
 def pack_codes(bits):
-    """Pack rows of bits into bytes (``numpy.packbits`` along the rows, big-endian bit order).
+    """Pack rows of bits into bytes: :func:`skvq.packing.pack_codes` with 1-bit codes.
 
     Parameters
     ----------
@@ -37,8 +38,9 @@ def pack_codes(bits):
     Returns
     -------
     packed : ndarray of shape (n_samples, ceil(n_bits / 8)), dtype uint8
-        Bit ``j`` of a row is bit ``7 - j % 8`` of byte ``j // 8``; the unused low bits of
-        the last byte are 0.
+        Bit ``j`` of a row is bit ``j % 8`` (least significant first) of byte ``j // 8``,
+        the layout of every packed code in skvq (:mod:`skvq.packing`); the unused high bits
+        of the last byte are 0.
 
     Examples
     --------
@@ -46,7 +48,7 @@ def pack_codes(bits):
     >>> from skvq.neural._deepvq import pack_codes, unpack_codes
     >>> bits = np.array([[1, 0, 1, 1, 0, 0, 0, 0, 1, 1]], dtype=np.uint8)
     >>> pack_codes(bits)
-    array([[176, 192]], dtype=uint8)
+    array([[13,  3]], dtype=uint8)
     >>> unpack_codes(pack_codes(bits), 10)
     array([[1, 0, 1, 1, 0, 0, 0, 0, 1, 1]], dtype=uint8)
     """
@@ -55,7 +57,7 @@ def pack_codes(bits):
         raise ValueError(f"bits must be a 2-D array, got shape {bits.shape}.")
     if bits.size and (bits.min() < 0 or bits.max() > 1):
         raise ValueError("bits must contain only 0 and 1.")
-    return np.packbits(bits.astype(np.uint8), axis=1)
+    return packing.pack_codes(bits.astype(np.uint8), 1)
 
 
 def unpack_codes(packed, n_bits):
@@ -71,11 +73,11 @@ def unpack_codes(packed, n_bits):
     bits : ndarray of shape (n_samples, n_bits), dtype uint8
     """
     packed = np.asarray(packed)
-    n_bytes = -(-int(n_bits) // 8)
+    n_bytes = packing.packed_row_bytes(n_bits, 1)
     if packed.ndim != 2 or packed.shape[1] != n_bytes:
         raise ValueError(f"packed codes must have shape (n_samples, {n_bytes}) for "
                          f"n_bits={n_bits}, got {packed.shape}.")
-    return np.unpackbits(packed.astype(np.uint8), axis=1, count=int(n_bits))
+    return packing.unpack_codes(packed.astype(np.uint8), 1, int(n_bits))
 
 
 # -- the skorch nets ---------------------------------------------------------------------------
@@ -604,8 +606,8 @@ class DeepVQ(_NeuralQuantizer):
                                  f"values in [{codes.min()}, {codes.max()}].")
             pad = 8 * n_bytes - self.n_bits
             if pad and codes.size and np.any(codes[:, -1].astype(np.uint8)
-                                             & np.uint8((1 << pad) - 1)):
-                raise ValueError(f"packed codes: the {pad} unused low bits of the last byte "
+                                             >> np.uint8(8 - pad)):
+                raise ValueError(f"packed codes: the {pad} unused high bits of the last byte "
                                  "must be 0; these are not codes from pack_codes.")
             return unpack_codes(codes, self.n_bits)
         try:

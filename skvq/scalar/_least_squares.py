@@ -510,7 +510,8 @@ class L0LeastSquareQuantizer(ScalarQuantizer):
                 f"n_values={self.n_values} is larger than the number of distinct values in "
                 f"{short} of {sizes.size} groups; their codebooks hold those values.",
                 UserWarning, stacklevel=4)
-        return kmeans_1d_dp_groups(values, weights, offsets, self.n_values)
+        codebooks, n_values = kmeans_1d_dp_groups(values, weights, offsets, self.n_values)
+        return codebooks[:, :n_values.max()], n_values
 
     def _fit_codebook(self, values, weights, appearance, penalty_scale):
         n_values = check_n_values(self.n_values, values.size)
