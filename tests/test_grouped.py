@@ -138,16 +138,6 @@ def test_bad_importance(bad, error, match):
         L0LeastSquareQuantizer(n_values=2).fit(X, importance=bad)
 
 
-def test_group_with_only_zero_importance_is_an_error():
-    X = np.arange(12.0).reshape(4, 3)
-    imp = np.ones_like(X)
-    imp[:, 1] = 0
-    with pytest.raises(ValueError, match="zero weight"):
-        L0LeastSquareQuantizer(n_values=2, group_size=1).fit(X, importance=imp)
-    with pytest.raises(ValueError, match="zero weight"):
-        KMeansQuantizer(n_values=2, group_size=1, n_init=1).fit(X, importance=imp)
-
-
 def test_kmeans_per_feature_matches_sklearn_kmeans_per_column(rng):
     X = rng.normal(size=(50, 3))
     q = KMeansQuantizer(n_values=4, random_state=0, group_size=1, weighting="count").fit(X)
@@ -284,3 +274,29 @@ def test_pack_errors():
         unpack_codes(np.zeros((1, 3)), 4, 5)
     assert pack_codes(np.zeros((0, 5), dtype=int), 3).shape == (0, 2)
     assert unpack_codes(np.zeros((2, 0), dtype=np.uint8), 3, 0).shape == (2, 0)
+
+
+def test_group_without_any_importance_is_fitted_with_uniform_importance(rng):
+    """A dead unit's weights get no gradient: its channel is fitted as if unweighted."""
+    X = rng.normal(size=(30, 4))
+    imp = rng.uniform(0.5, 2.0, size=X.shape)
+    imp[:, 2] = 0.0
+    q = L0LeastSquareQuantizer(n_values=4, weighting="count", group_size=1).fit(
+        X, importance=imp)
+    plain = L0LeastSquareQuantizer(n_values=4, weighting="count").fit(X[:, 2:3])
+    np.testing.assert_allclose(q.codebook_[2], plain.codebook_)
+    alone = L0LeastSquareQuantizer(n_values=4, weighting="count").fit(
+        X[:, :1], importance=imp[:, :1])
+    np.testing.assert_allclose(q.codebook_[0], alone.codebook_)
+
+
+def test_grouped_dp_in_chunks_equals_one_pass(rng, monkeypatch):
+    """The exact grouped solver works through X in chunks of groups (bounded memory)."""
+    import skvq.scalar._least_squares as least_squares
+
+    X = rng.standard_t(3, size=(50, 37))
+    whole = L0LeastSquareQuantizer(n_values=5, group_size=3).fit(X)
+    monkeypatch.setattr(least_squares, "_CHUNK_ENTRIES", 200)
+    chunked = L0LeastSquareQuantizer(n_values=5, group_size=3).fit(X)
+    np.testing.assert_array_equal(whole.codebook_, chunked.codebook_)
+    np.testing.assert_array_equal(whole.group_n_values_, chunked.group_n_values_)

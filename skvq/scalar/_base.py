@@ -217,7 +217,10 @@ class ScalarQuantizer(BaseQuantizer):
             Hessian diagonal of a network's weights, as SqueezeLLM and coremltools' SKM
             palettizer use). With ``weighting="count"`` a distinct value weighs the sum of
             its entries' importances (times their rows' ``sample_weight``); with
-            ``weighting="unique"``, their mean. Entries of zero importance are left out.
+            ``weighting="unique"``, their mean. Entries of zero importance are left out;
+            a group whose entries all have zero importance (a dead unit's weights get no
+            gradient) is fitted with uniform importance instead, as its error does not
+            matter to the loss the importance came from.
 
         Returns
         -------
@@ -226,6 +229,8 @@ class ScalarQuantizer(BaseQuantizer):
         """
         X, sample_weight = self._validate_fit_data(X, sample_weight)
         importance = self._check_importance(importance, X)
+        if importance is not None and self.group_size is not None:
+            importance = _fill_unimportant_groups(importance, sample_weight, self.group_size)
         if self.group_size is None:
             values, weights, appearance = distinct_values(X, sample_weight, self.weighting,
                                                           importance)
@@ -303,13 +308,10 @@ class ScalarQuantizer(BaseQuantizer):
         """``(values, weights, appearance)`` of each group, as :func:`distinct_values`."""
         for start in range(0, X.shape[1], self.group_size):
             cols = slice(start, start + self.group_size)
-            group = distinct_values(X[:, cols], sample_weight, self.weighting,
-                                    None if importance is None else importance[:, cols])
-            if group[0].size == 0:
-                raise ValueError(f"Every entry of the group of columns {start} to "
-                                 f"{min(start + self.group_size, X.shape[1]) - 1} has zero "
-                                 "weight: nothing to fit.")
-            yield group
+            # Never empty: rows of positive sample_weight exist, and fit gives a group without
+            # any importance uniform importance.
+            yield distinct_values(X[:, cols], sample_weight, self.weighting,
+                                  None if importance is None else importance[:, cols])
 
     def _fit_codebook(self, values, weights, appearance, penalty_scale):
         """Codebook values from the sorted distinct ``values`` (see :func:`distinct_values`)."""
@@ -368,6 +370,19 @@ class ScalarQuantizer(BaseQuantizer):
         """
         check_is_fitted(self)
         return _check_feature_names_in(self, input_features)
+
+
+def _fill_unimportant_groups(importance, sample_weight, group_size):
+    """Uniform importance for the groups of columns where it is zero on every counted row."""
+    rows = importance if sample_weight is None else importance[sample_weight > 0]
+    starts = np.arange(0, importance.shape[1], group_size)
+    dead = np.add.reduceat(rows.sum(axis=0), starts) == 0
+    if not np.any(dead):
+        return importance
+    importance = importance.copy()
+    for g in np.flatnonzero(dead):
+        importance[:, g * group_size:(g + 1) * group_size] = 1.0
+    return importance
 
 
 def pad_codebooks(codebooks):

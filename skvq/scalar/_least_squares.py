@@ -17,6 +17,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ..base import check_n_values
 from ._base import ScalarQuantizer, grouped_distinct_values, pad_codebooks, segment_means
 
+# Entries of X sorted at once by the grouped exact solver (memory: a few times 8 bytes each).
+_CHUNK_ENTRIES = 2**22
+
 # Dense V costs 8 m^2 bytes: past this many distinct values the dense solvers refuse.
 _MAX_DENSE_VALUES = 20_000
 
@@ -497,21 +500,27 @@ class L0LeastSquareQuantizer(ScalarQuantizer):
             return super()._fit_groups(X, sample_weight, importance)
         from ._solvers import kmeans_1d_dp_groups
 
-        values, weights, offsets = grouped_distinct_values(
-            X, sample_weight, self.weighting, importance, self.group_size)
-        sizes = np.diff(offsets)
-        if np.any(sizes == 0):
-            g = int(np.flatnonzero(sizes == 0)[0])
-            raise ValueError(f"Every entry of the group of columns starting at "
-                             f"{g * self.group_size} has zero weight: nothing to fit.")
-        short = int(np.sum(sizes < self.n_values))
+        # Chunks of whole groups of about _CHUNK_ENTRIES entries: the sorted copies stay
+        # bounded (a few times the chunk) however large X is.
+        n_rows = max(X.shape[0], 1)
+        step = max(1, _CHUNK_ENTRIES // (n_rows * self.group_size)) * self.group_size
+        codebooks, n_values = [], []
+        for start in range(0, X.shape[1], step):
+            cols = slice(start, start + step)
+            values, weights, offsets = grouped_distinct_values(
+                X[:, cols], sample_weight, self.weighting,
+                None if importance is None else importance[:, cols], self.group_size)
+            books, counts = kmeans_1d_dp_groups(values, weights, offsets, self.n_values)
+            codebooks.append(books)
+            n_values.append(counts)
+        n_values = np.concatenate(n_values)
+        short = int(np.sum(n_values < self.n_values))
         if short:
             warnings.warn(
                 f"n_values={self.n_values} is larger than the number of distinct values in "
-                f"{short} of {sizes.size} groups; their codebooks hold those values.",
+                f"{short} of {n_values.size} groups; their codebooks hold those values.",
                 UserWarning, stacklevel=4)
-        codebooks, n_values = kmeans_1d_dp_groups(values, weights, offsets, self.n_values)
-        return codebooks[:, :n_values.max()], n_values
+        return np.concatenate(codebooks)[:, :n_values.max()], n_values
 
     def _fit_codebook(self, values, weights, appearance, penalty_scale):
         n_values = check_n_values(self.n_values, values.size)
