@@ -131,6 +131,14 @@ def unpack_codes_torch(packed, n_bits, n_columns):
     device = packed.device
     if n_columns == 0:
         return torch.zeros((packed.shape[0], 0), dtype=torch.int64, device=device)
+    if 8 % n_bits == 0:  # codes never straddle bytes: shifts of each byte, no gather
+        per_byte = 8 // n_bits
+        shifts = torch.arange(per_byte, device=device, dtype=torch.uint8) * n_bits
+        codes = (packed[:, :, None] >> shifts) & ((1 << n_bits) - 1)
+        return codes.reshape(packed.shape[0], -1)[:, :n_columns].to(torch.int64)
+    if n_bits == 16:  # two whole bytes, little-endian
+        pairs = packed.reshape(packed.shape[0], n_columns, 2).to(torch.int64)
+        return pairs[:, :, 0] | (pairs[:, :, 1] << 8)
     start = torch.arange(n_columns, device=device, dtype=torch.int64) * n_bits
     byte, shift = start >> 3, (start & 7).to(torch.int32)
     # Two zero bytes on the right: byte + 1 and byte + 2 stay in range for the last codes.
@@ -235,8 +243,15 @@ class _QuantizedLayer(nn.Module):
         return (channels // self.group_size) * self.n_values
 
     def _lookup(self, codes, offsets):
-        table = self.codebook.to(self.weight_dtype).reshape(-1)
-        return table[codes + offsets]
+        """Codebook values of ``codes`` (rows x columns); ``offsets`` (one per row, shape
+        (n, 1), or one per column, shape (1, n)) locate each channel's codebook. One
+        ``torch.gather`` against each channel's codebook row (several times faster on the
+        CPU than indexing the flattened table)."""
+        book = self.codebook.to(self.weight_dtype)
+        groups = offsets.reshape(-1) // self.n_values
+        if offsets.shape[1] == 1 and offsets.shape[0] == codes.shape[0]:  # one per row
+            return torch.gather(book.index_select(0, groups), 1, codes)
+        return torch.gather(book.index_select(0, groups).T, 0, codes)  # one per column
 
     def _decode(self):
         codes = unpack_codes_torch(self.packed_weight, self.n_bits, self.n_columns)

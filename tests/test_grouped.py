@@ -60,7 +60,9 @@ def brute_force_codebook_error(values, weights, k):
     return best
 
 
-@pytest.mark.parametrize("est", ALL, ids=ALL_IDS)
+@pytest.mark.parametrize("est", ALL + [L1LeastSquareQuantizer(alpha=0.05),
+                                       L1LeastSquareQuantizer(alpha=0.05, refit=False)],
+                         ids=ALL_IDS + ["L1-alpha", "L1-alpha-norefit"])
 @pytest.mark.parametrize("group_size", [1, 3, 5])
 def test_grouped_equals_fitting_each_group_alone(est, group_size, rng):
     X = np.round(rng.standard_t(2, size=(40, 11)), 2)  # heavy tails and ties
@@ -129,7 +131,6 @@ def test_importance_pulls_the_codebook_towards_important_entries():
     (np.ones((3, 3)), ValueError, "shape of X"),
     (-np.ones((4, 3)), ValueError, "non-negative"),
     (np.full((4, 3), np.nan), ValueError, "NaN"),
-    (np.zeros((4, 3)), ValueError, "positive"),
     (np.full((4, 3), "a"), TypeError, "numbers"),
 ])
 def test_bad_importance(bad, error, match):
@@ -300,3 +301,13 @@ def test_grouped_dp_in_chunks_equals_one_pass(rng, monkeypatch):
     chunked = L0LeastSquareQuantizer(n_values=5, group_size=3).fit(X)
     np.testing.assert_array_equal(whole.codebook_, chunked.codebook_)
     np.testing.assert_array_equal(whole.group_n_values_, chunked.group_n_values_)
+
+
+def test_all_zero_importance_is_uniform_importance(rng):
+    """A layer the loss does not use (a pooler) gets no gradient at all."""
+    X = rng.normal(size=(20, 3))
+    for group_size in (None, 1):
+        a = L0LeastSquareQuantizer(n_values=3, weighting="count", group_size=group_size)
+        b = L0LeastSquareQuantizer(n_values=3, weighting="count", group_size=group_size)
+        a.fit(X, importance=np.zeros_like(X))
+        np.testing.assert_array_equal(a.codebook_, b.fit(X).codebook_)

@@ -218,7 +218,8 @@ class ScalarQuantizer(BaseQuantizer):
             palettizer use). With ``weighting="count"`` a distinct value weighs the sum of
             its entries' importances (times their rows' ``sample_weight``); with
             ``weighting="unique"``, their mean. Entries of zero importance are left out;
-            a group whose entries all have zero importance (a dead unit's weights get no
+            a group (or, without ``group_size``, all of ``X``) whose entries all have zero
+            importance (a dead unit's weights, a layer the loss does not use: they get no
             gradient) is fitted with uniform importance instead, as its error does not
             matter to the loss the importance came from.
 
@@ -229,8 +230,10 @@ class ScalarQuantizer(BaseQuantizer):
         """
         X, sample_weight = self._validate_fit_data(X, sample_weight)
         importance = self._check_importance(importance, X)
-        if importance is not None and self.group_size is not None:
-            importance = _fill_unimportant_groups(importance, sample_weight, self.group_size)
+        if importance is not None:
+            importance = _fill_unimportant_groups(
+                importance, sample_weight,
+                X.shape[1] if self.group_size is None else self.group_size)
         if self.group_size is None:
             values, weights, appearance = distinct_values(X, sample_weight, self.weighting,
                                                           importance)
@@ -273,8 +276,6 @@ class ScalarQuantizer(BaseQuantizer):
             raise ValueError("importance contains NaN or infinity.")
         if np.any(importance < 0):
             raise ValueError("importance must be non-negative.")
-        if not np.any(importance > 0):
-            raise ValueError("importance must have at least one positive entry.")
         return importance
 
     def _feature_group(self):

@@ -128,11 +128,13 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
     n_values : int or None, default=None
         If set, reach at most this many values by increasing :math:`\lambda` (Alg. 2): the
         search doubles (or halves) :math:`\lambda` from ``alpha`` until it brackets the
-        requested count, then bisects to the smallest :math:`\lambda` giving at most
-        ``n_values`` values. The paper's arithmetic schedule
-        :math:`\lambda_t = \lambda_0 + (t-1)\Delta\lambda` stops at the first such
-        :math:`\lambda` on a grid; the bisection finds it to machine precision in
-        O(log) solves instead of O(:math:`\lambda^*/\Delta\lambda`). As the paper notes,
+        requested count, then bisects until a :math:`\lambda` gives exactly ``n_values``
+        values (or the bracket is 1e-12 relative), keeping the smallest :math:`\lambda`
+        found with at most ``n_values`` values. The paper's arithmetic schedule
+        :math:`\lambda_t = \lambda_0 + (t-1)\Delta\lambda` stops at the first
+        :math:`\lambda` on its grid reaching the count; on the weights of
+        :ref:`l1_on_weights` both end with the same codebook, the bisection in O(log)
+        solves instead of O(:math:`\lambda^*/\Delta\lambda`). As the paper notes,
         the count is not always reachable exactly; ``n_values_`` says what was reached.
     solver : {"tv", "cd"}, default="tv"
         ``"tv"`` solves eq. 6 exactly in O(m) without building ``V`` (see Notes).
@@ -212,6 +214,11 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
     A zero prefix of ``w*`` (indices before the first non-zero ``alpha``) contributes the
     value 0 to the codebook, as in the paper's parametrisation.
 
+    **On network weights** eq. 6 charges a jump by the inverse of the gap between the
+    values it separates, so its codebook covers the sparse tails and merges the dense
+    centre: 1.4 to 4.9 times the squared error of :class:`L0LeastSquareQuantizer` at the
+    same number of values on trained weights. See :ref:`l1_on_weights`.
+
     References
     ----------
     Sparse least squares scalar quantization (``shared/papers``), eqs. 6-15, Alg. 1-2.
@@ -258,14 +265,15 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
         """Reconstruction of the distinct values for one lambda (and eq. 13's ``lam2``,
         default ``negative_l2``); sets ``n_iter_``."""
         lam2 = self.negative_l2 if lam2 is None else lam2
+        refitted = False
         if self.solver == "tv":
-            from ._solvers import weighted_tv_denoise
+            from ._solvers import l1_one
 
-            d = np.abs(_steps(values))
-            with np.errstate(divide="ignore"):
-                jump_weight = lam / (2.0 * d)
+            # The compiled solver of the grouped fit, on one group: both give the same
+            # result for a group (the refit is done there unless eq. 13 comes first).
+            refitted = self.refit and lam2 <= 0
             w = np.ones_like(values) if weights is None else weights
-            x = weighted_tv_denoise(values, w, jump_weight)
+            x, _ = l1_one(values, w, lam, refitted)
             self.n_iter_ = 1
         else:
             from sklearn.linear_model import Lasso
@@ -287,7 +295,7 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
             self.n_iter_ = int(lasso.n_iter_)
         if lam2 > 0:
             x = self._solve_negative_l2(values, weights, lam, lam2, x)
-        if self.refit:
+        if self.refit and not refitted:
             x = _reconstruct_from_support(values, weights, _jumps(x))
         return x
 
@@ -325,6 +333,8 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
         return x
 
     def _fit_groups(self, X, sample_weight, importance):
+        if self.solver == "tv" and self.negative_l2 == 0:
+            return self._fit_groups_compiled(X, sample_weight, importance)
         codebooks, alphas, n_iters = [], [], []
         for group in self._groups(X, sample_weight, importance):
             codebooks.append(self._fit_scaled(*group))
@@ -332,6 +342,44 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
             n_iters.append(self.n_iter_)
         self.alpha_ = np.array(alphas)
         self.n_iter_ = int(max(n_iters))
+        return pad_codebooks(codebooks)
+
+    def _fit_groups_compiled(self, X, sample_weight, importance):
+        """Every group at once: each step of Alg. 2's search is one compiled pass over the
+        groups still searching, in the same units and with the same decisions as fitting
+        each group alone."""
+        from ._solvers import l1_groups
+
+        values, weights, offsets = grouped_distinct_values(
+            X, sample_weight, self.weighting, importance, self.group_size)
+        sizes = np.diff(offsets)
+        group = np.repeat(np.arange(sizes.size), sizes)
+        scale = _pow2_scales(np.maximum.reduceat(np.abs(values), offsets[:-1]))
+        weight_scale = _pow2_scales(np.maximum.reduceat(weights, offsets[:-1]))
+        v, w = values / scale[group], weights / weight_scale[group]
+        with np.errstate(over="ignore", under="ignore", divide="ignore"):
+            penalty = 1.0 / weight_scale / scale / scale
+        self.n_iter_ = 1
+        if self.n_values is None:
+            self.alpha_ = np.full(sizes.size, float(self.alpha))
+            x, _ = l1_groups(v, w, offsets, self.alpha * penalty, self.refit)
+        else:
+            short = int(np.sum(sizes < self.n_values))
+            if short:
+                warnings.warn(
+                    f"n_values={self.n_values} is larger than the number of distinct values "
+                    f"in {short} of {sizes.size} groups; their codebooks hold those values.",
+                    UserWarning, stacklevel=4)
+            target = np.minimum(self.n_values, sizes)
+            lam, x = _search_lambda_groups(v, w, offsets, group, target,
+                                           float(self.alpha) * penalty, self.refit)
+            lossless = target == sizes  # every value kept, lambda -> 0
+            x[lossless[group]] = v[lossless[group]]
+            lam[lossless] = 0.0
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                self.alpha_ = np.where(lossless, 0.0, lam / penalty)
+        codebooks = [np.unique(x[offsets[g]:offsets[g + 1]]) * scale[g]
+                     for g in range(sizes.size)]
         return pad_codebooks(codebooks)
 
     def _search_lambda(self, values, weights, target, lam, lam2):
@@ -381,6 +429,71 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
             else:
                 lo = mid
         return hi, x_hi
+
+
+def _pow2_scales(top):
+    """:func:`~skvq.scalar._base.power_of_two_scale` of each entry of ``top`` (>= 0)."""
+    exponent = np.frexp(top)[1] - 1
+    return np.where(top > 0, np.ldexp(1.0, exponent), 1.0)
+
+
+def _search_lambda_groups(values, weights, offsets, group, target, lam, refit):
+    """:meth:`L1LeastSquareQuantizer._search_lambda` for many groups at once: the same
+    bracketing and bisection per group, each step one compiled pass over the groups it
+    concerns. Returns each group's lambda and the reconstructions at it."""
+    from ._solvers import l1_groups
+
+    def solve(lam, active):
+        return l1_groups(values, weights, offsets, lam, refit, active)
+
+    lam = np.where((lam >= 1e-12) & (lam <= 1e12), lam, 1.0)
+    x, count = solve(lam, None)
+    n_groups = target.size
+    lo, hi = np.full(n_groups, np.nan), lam.copy()
+    x_hi, count_hi = x.copy(), count.copy()
+
+    def keep(mask, x_new, count_new):
+        x_hi[mask[group]] = x_new[mask[group]]
+        count_hi[mask] = count_new[mask]
+
+    # Bracket: groups with too many values double lambda until they have few enough ...
+    active = count > target
+    lo[active] = lam[active]
+    while active.any():
+        lam = np.where(active, lam * 2.0, lam)
+        x, count = solve(lam, active)
+        done = active & (count <= target)
+        hi[done] = lam[done]
+        keep(done, x, count)
+        active &= ~done
+        lo[active] = lam[active]
+    # ... the others halve it (64 times at most) until they have too many.
+    active = ~np.isfinite(lo)
+    for _ in range(64):
+        if not active.any():
+            break
+        lam = np.where(active, lam / 2.0, lam)
+        x, count = solve(lam, active)
+        crossed = active & (count > target)
+        lo[crossed] = lam[crossed]
+        ok = active & ~crossed
+        hi[ok] = lam[ok]
+        keep(ok, x, count)
+        active = ok
+    # Bisection to the smallest lambda reaching the target (groups bracketed only).
+    active = np.isfinite(lo)
+    for _ in range(60):
+        active &= (count_hi != target) & ~(hi - np.where(active, lo, 0.0) <= 1e-12 * hi)
+        if not active.any():
+            break
+        mid = np.where(active, 0.5 * (lo + hi), hi)
+        x, count = solve(mid, active)
+        good = active & (count <= target)
+        hi[good] = mid[good]
+        keep(good, x, count)
+        bad = active & ~good
+        lo[bad] = mid[bad]
+    return hi, x_hi
 
 
 class L0LeastSquareQuantizer(ScalarQuantizer):
