@@ -17,8 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 NA_L0LEARN = "n/a (l0learn not installed)"
 
 
-def parse_args(description):
+def parse_args(description, cache=False):
     parser = argparse.ArgumentParser(description=description)
+    if cache:
+        parser.add_argument("--cache", default=None,
+                            help="JSON file of the measurements: written after measuring, read "
+                                 "instead of measuring when it exists (report changes only)")
     parser.add_argument("--quick", action="store_true",
                         help="a small, fast smoke run (CI); its numbers are not the results")
     parser.add_argument("--out", default=str(ROOT / "doc" / "benchmarks"),

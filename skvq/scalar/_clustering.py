@@ -50,7 +50,8 @@ class KMeansQuantizer(ScalarQuantizer):
         one codebook per group of ``g`` consecutive columns (the last group may be smaller),
         each fitted on its group's entries alone; ``1`` gives one codebook per feature, as
         :class:`~sklearn.preprocessing.KBinsDiscretizer` bins each feature (a weight matrix's
-        output channels are the columns of its transpose). Groups are fitted one after the other (scikit-learn per group).
+        output channels are the columns of its transpose). Groups are fitted one after the
+        other (scikit-learn once per group).
 
     Attributes
     ----------
@@ -158,7 +159,8 @@ class KMeansLSQuantizer(KMeansQuantizer):
         one codebook per group of ``g`` consecutive columns (the last group may be smaller),
         each fitted on its group's entries alone; ``1`` gives one codebook per feature, as
         :class:`~sklearn.preprocessing.KBinsDiscretizer` bins each feature (a weight matrix's
-        output channels are the columns of its transpose). Groups are fitted one after the other (scikit-learn per group).
+        output channels are the columns of its transpose). Groups are fitted one after the
+        other (scikit-learn once per group).
 
     Attributes
     ----------
@@ -253,7 +255,8 @@ class GaussianMixtureQuantizer(ScalarQuantizer):
         one codebook per group of ``g`` consecutive columns (the last group may be smaller),
         each fitted on its group's entries alone; ``1`` gives one codebook per feature, as
         :class:`~sklearn.preprocessing.KBinsDiscretizer` bins each feature (a weight matrix's
-        output channels are the columns of its transpose). Groups are fitted one after the other (scikit-learn per group).
+        output channels are the columns of its transpose). Groups are fitted one after the
+        other (scikit-learn once per group).
 
     Attributes
     ----------
