@@ -311,3 +311,20 @@ def test_all_zero_importance_is_uniform_importance(rng):
         b = L0LeastSquareQuantizer(n_values=3, weighting="count", group_size=group_size)
         a.fit(X, importance=np.zeros_like(X))
         np.testing.assert_array_equal(a.codebook_, b.fit(X).codebook_)
+
+
+def test_importance_spanning_many_orders_of_magnitude(rng):
+    """Squared gradients range over 1e-30 to 1: the prefix sums lose the tiny ones, which
+    must not divide by zero (a crash on a trained MLP's Fisher importance)."""
+    X = rng.normal(size=(200, 3))
+    imp = 10.0 ** rng.uniform(-40, 0, size=X.shape)
+    for group_size in (None, 1):
+        q = L0LeastSquareQuantizer(n_values=8, weighting="count", group_size=group_size)
+        rec = q.fit(X, importance=imp).inverse_transform(q.transform(X))
+        assert np.all(np.isfinite(q.codebook_)) and np.all(np.isfinite(rec))
+    # Against brute force on a tiny column with weights 1 and 1e-30.
+    x = np.array([0.0, 1.0, 2.0, 3.0, 10.0])
+    w = np.array([1.0, 1e-30, 1e-30, 1.0, 1.0])
+    q = L0LeastSquareQuantizer(n_values=3, weighting="count").fit(x[:, None], importance=w[:, None])
+    err = np.sum(w * (x - q.inverse_transform(q.transform(x[:, None])).ravel()) ** 2)
+    assert err == pytest.approx(brute_force_codebook_error(x, w, 3), abs=1e-12)

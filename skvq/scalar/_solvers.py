@@ -279,7 +279,9 @@ def _segment_cost(s1, s2, sw, i, j):
     """Weighted within-segment sum of squares of points i..j-1 (prefix sums)."""
     wt = sw[j] - sw[i]
     t = s1[j] - s1[i]
-    cost = s2[j] - s2[i] - t * t / wt
+    # Weights spanning more than float64's 16 digits (squared gradients do) can leave a run's
+    # weight lost in the prefix sums: its cost is then that of its (negligible) squares.
+    cost = s2[j] - s2[i] - t * t / wt if wt > 0.0 else s2[j] - s2[i]
     return cost if cost > 0.0 else 0.0
 
 
@@ -294,7 +296,8 @@ def _dp_argmin(prev, s1, s2, sw, start, tend, j, cur, arg_q):
     bestt = start
     for t in range(start, tend + 1):
         d1 = a1 - s1[t]
-        c = (a2 - s2[t]) - d1 * d1 / (aw - sw[t])
+        wt = aw - sw[t]
+        c = (a2 - s2[t]) - d1 * d1 / wt if wt > 0.0 else a2 - s2[t]  # see _segment_cost
         v = prev[t] + max(c, 0.0)
         if v < best:
             best = v
