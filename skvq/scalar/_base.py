@@ -120,13 +120,18 @@ def _runs(vals, wts, weighting, has_importance):
     return values[keep], weights[keep], np.bincount(group[keep], minlength=n_groups)
 
 
+def power_of_two_scales(top):
+    """``2**floor(log2(t))`` of each entry ``t`` of ``top`` (>= 0; 1 where it is 0): dividing
+    by it is exact and puts the largest magnitude in [1, 2), so that sums of squares neither
+    overflow nor underflow."""
+    top = np.asarray(top, dtype=np.float64)
+    return np.where(top > 0, np.ldexp(1.0, np.frexp(top)[1] - 1), 1.0)
+
+
 def power_of_two_scale(a):
-    """``2**floor(log2(max|a|))`` (1 for an all-zero ``a``): dividing by it is exact and puts
-    the largest magnitude in [1, 2), so that sums of squares neither overflow nor underflow."""
+    """:func:`power_of_two_scales` of ``max|a|`` (1 for an empty or all-zero ``a``)."""
     top = float(np.max(np.abs(a))) if np.size(a) else 0.0
-    if top == 0.0 or not np.isfinite(top):
-        return 1.0
-    return math.ldexp(1.0, math.frexp(top)[1] - 1)
+    return float(power_of_two_scales(top if np.isfinite(top) else 0.0))
 
 
 def segment_means(y, w, starts):

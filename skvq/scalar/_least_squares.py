@@ -15,7 +15,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..base import check_n_values
-from ._base import ScalarQuantizer, grouped_distinct_values, pad_codebooks, segment_means
+from ._base import (ScalarQuantizer, grouped_distinct_values, pad_codebooks,
+                    power_of_two_scales, segment_means)
 
 # Entries of X sorted at once by the grouped exact solver (memory: a few times 8 bytes each).
 _CHUNK_ENTRIES = 2**22
@@ -354,8 +355,8 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
             X, sample_weight, self.weighting, importance, self.group_size)
         sizes = np.diff(offsets)
         group = np.repeat(np.arange(sizes.size), sizes)
-        scale = _pow2_scales(np.maximum.reduceat(np.abs(values), offsets[:-1]))
-        weight_scale = _pow2_scales(np.maximum.reduceat(weights, offsets[:-1]))
+        scale = power_of_two_scales(np.maximum.reduceat(np.abs(values), offsets[:-1]))
+        weight_scale = power_of_two_scales(np.maximum.reduceat(weights, offsets[:-1]))
         v, w = values / scale[group], weights / weight_scale[group]
         with np.errstate(over="ignore", under="ignore", divide="ignore"):
             penalty = 1.0 / weight_scale / scale / scale
@@ -429,12 +430,6 @@ class L1LeastSquareQuantizer(ScalarQuantizer):
             else:
                 lo = mid
         return hi, x_hi
-
-
-def _pow2_scales(top):
-    """:func:`~skvq.scalar._base.power_of_two_scale` of each entry of ``top`` (>= 0)."""
-    exponent = np.frexp(top)[1] - 1
-    return np.where(top > 0, np.ldexp(1.0, exponent), 1.0)
 
 
 def _search_lambda_groups(values, weights, offsets, group, target, lam, refit):
