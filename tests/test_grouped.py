@@ -328,3 +328,9 @@ def test_importance_spanning_many_orders_of_magnitude(rng):
     q = L0LeastSquareQuantizer(n_values=3, weighting="count").fit(x[:, None], importance=w[:, None])
     err = np.sum(w * (x - q.inverse_transform(q.transform(x[:, None])).ravel()) ** 2)
     assert err == pytest.approx(brute_force_codebook_error(x, w, 3), abs=1e-12)
+
+
+def test_gmm_refuses_importance_by_name():
+    X = np.arange(12.0).reshape(4, 3)
+    with pytest.raises(TypeError, match="L0LeastSquareQuantizer"):
+        GaussianMixtureQuantizer(n_values=2).fit(X, importance=np.ones_like(X))

@@ -320,7 +320,7 @@ class GaussianMixtureQuantizer(ScalarQuantizer):
     # multiplicity, so the weights must stay counts.
     _scale_weights = False
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, importance=None):
         """Fit the mixture to the entries of ``X``.
 
         Parameters
@@ -329,12 +329,20 @@ class GaussianMixtureQuantizer(ScalarQuantizer):
             Data; its entries are quantized as one set of scalars.
         y : None
             Ignored.
+        importance : None
+            Not supported: scikit-learn's ``GaussianMixture`` takes no sample weights. Given,
+            it raises a ``TypeError`` that names the quantizers that do.
 
         Returns
         -------
         self : object
             Fitted quantizer.
         """
+        if importance is not None:
+            raise TypeError(
+                "GaussianMixtureQuantizer cannot weight entries by importance (scikit-learn's "
+                "GaussianMixture takes no sample weights); use L0LeastSquareQuantizer, "
+                "KMeansLSQuantizer or KMeansQuantizer.")
         return super().fit(X, y)
 
     def _fit_codebook(self, values, weights, appearance, penalty_scale):
