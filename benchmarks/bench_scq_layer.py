@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from _common import header, parse_args, table, verdict, write
-from skvq.neural._scq_layer import SoftConvexQuantizer
-from skvq.neural._simplex import nearest_codes, scq_exact, scq_objective
+from skvq.neural.layers._scq_layer import SoftConvexQuantizer
+from skvq.neural.layers._simplex import nearest_codes, scq_exact, scq_objective
 
 LAM = 1.0
 RELAXED_RATIO, EXACT_RATIO = 2.0, 5.0

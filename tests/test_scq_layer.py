@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from skvq.neural._scq_layer import SoftConvexQuantizer  # noqa: E402
-from skvq.neural._simplex import (  # noqa: E402
+from skvq.neural.layers._scq_layer import SoftConvexQuantizer  # noqa: E402
+from skvq.neural.layers._simplex import (  # noqa: E402
     nearest_codes,
     project_simplex,
     project_simplex_sort,
@@ -136,7 +136,7 @@ def test_active_set_wide_supports_match_cvxpy():
 
 def test_active_set_agrees_with_newton_and_one_at_a_time():
     """Adding four codewords per iteration reaches the same minimiser as adding one."""
-    from skvq.neural._active_set import active_set_solve
+    from skvq.neural.layers._active_set import active_set_solve
 
     z, codebook = _problem(60, 200, 16, seed=12)
     codes = nearest_codes(z, codebook)

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 
 from sklearn.cluster import KMeans  # noqa: E402
 
-from skvq.neural._vq_baselines import (  # noqa: E402
+from skvq.neural.layers._vq_baselines import (  # noqa: E402
     AffineVQ,
     GumbelVQ,
     ResidualVQ,

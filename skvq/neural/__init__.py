@@ -15,21 +15,21 @@ _LAZY = {
     "MDCN": "_deepvq",
     "pack_codes": "_deepvq",
     "unpack_codes": "_deepvq",
-    "binary_penalty_step": "_deepvq_modules",
+    "binary_penalty_step": "layers",
     # soft convex quantization (scq.md): the layer, its solvers, the estimators
-    "SoftConvexQuantizer": "_scq_layer",
-    "project_simplex": "_simplex",
-    "scq_exact": "_simplex",
-    "scq_relaxed": "_simplex",
+    "SoftConvexQuantizer": "layers",
+    "project_simplex": "layers",
+    "scq_exact": "layers",
+    "scq_relaxed": "layers",
     "SCQ": "_autoencoder",
     "VQAutoencoder": "_autoencoder",
     # the VQ bottlenecks SCQ is compared with, and their shared interface
-    "VectorQuantize": "_vq_baselines",
-    "AffineVQ": "_vq_baselines",
-    "GumbelVQ": "_vq_baselines",
-    "ResidualVQ": "_vq_baselines",
-    "Bottleneck": "_bottleneck",
-    "BottleneckOutput": "_bottleneck",
+    "VectorQuantize": "layers",
+    "AffineVQ": "layers",
+    "GumbelVQ": "layers",
+    "ResidualVQ": "layers",
+    "Bottleneck": "layers",
+    "BottleneckOutput": "layers",
 }
 
 __all__ = sorted(_LAZY)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..base import BaseQuantizer
 from ._torch_utils import TorchQuantizerMixin
-from ._vq_baselines import AffineVQ, GumbelVQ, ResidualVQ, VectorQuantize
+from .layers._vq_baselines import AffineVQ, GumbelVQ, ResidualVQ, VectorQuantize
 
 __all__ = ["SCQ", "VQAutoencoder", "make_bottleneck"]
 
@@ -68,7 +68,7 @@ def make_bottleneck(name, dim, codebook_size, image_fmap=False, commitment_weigh
     vq = {"commitment_weight": commitment_weight}
     replace = {"threshold_ema_dead_code": _DEAD_CODE_THRESHOLD}
     if name == "scq":
-        from ._scq_layer import SoftConvexQuantizer
+        from .layers._scq_layer import SoftConvexQuantizer
 
         return SoftConvexQuantizer(dim, codebook_size, image_fmap=image_fmap, **{**vq, **params})
     if name == "vq":

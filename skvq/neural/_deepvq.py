@@ -20,7 +20,7 @@ from skorch.dataset import unpack_data
 from .. import packing
 from .._kmeans import kmeans, nearest_centroid
 from ..base import BaseQuantizer
-from ._deepvq_modules import AutoEncoder, binary_penalty_step, frozen_batch_statistics
+from .layers._deepvq_modules import AutoEncoder, binary_penalty_step, frozen_batch_statistics
 from ._torch_utils import TorchQuantizerMixin
 
 __all__ = ["DCN", "DeepVQ", "MDCN", "binary_penalty_step", "pack_codes", "unpack_codes"]

@@ -23,7 +23,7 @@ Two maps are implemented, both batched over all rows at once:
   exactly (:func:`project_simplex`) or with the paper's ``m`` alternating steps. The gradient
   is the exact derivative of this map (not of eq. 8).
 * :func:`scq_exact`: the solution of eq. (8) itself to a certified tolerance. On CPU it
-  runs the compiled primal active-set method of :mod:`skvq.neural._active_set` (exact,
+  runs the compiled primal active-set method of :mod:`skvq.neural.layers._active_set` (exact,
   finite; from VQ's one-hot point it adds the most violating codewords until the KKT
   conditions hold); on other devices (or with ``method="newton"``) a semismooth Newton
   method on the ``d``-dimensional dual (below), warm-started at the relaxed solution. Its
@@ -757,7 +757,7 @@ def scq_exact(z, codebook, alpha=1.0, codes=None, tol=1e-6, max_iter=None, retur
         Also return a :class:`SCQSolverInfo`.
     method : {"auto", "active-set", "newton"}, default="auto"
         ``"active-set"``: the compiled primal active-set method of
-        :mod:`skvq.neural._active_set` (CPU tensors only; it builds the ``K x K`` Gram matrix
+        :mod:`skvq.neural.layers._active_set` (CPU tensors only; it builds the ``K x K`` Gram matrix
         in float64), which starts at VQ's one-hot point and adds one codeword per iteration,
         so its cost grows with the size of the optimal supports. ``"newton"``: the batched
         semismooth Newton method on the ``d``-dimensional dual (above), in torch on any

@@ -3,7 +3,7 @@ r"""Soft convex quantization (SCQ) as a torch bottleneck layer (Gautam et al., 2
 :class:`SoftConvexQuantizer` is a drop-in replacement for a VQ layer in any torch model: it
 maps encoder outputs to convex combinations of its codewords (eq. 8 of the paper), solved in
 the forward pass and differentiated in the backward pass. The solvers are in
-:mod:`skvq.neural._simplex`.
+:mod:`skvq.neural.layers._simplex`.
 
 This module imports torch: import it only from code that already needs torch.
 """
@@ -51,7 +51,7 @@ class SoftConvexQuantizer(Bottleneck):
         ``tol``: on CPU (``K <= 4096``) by a compiled primal active-set method that starts at
         VQ's one-hot answer and adds the most violating codewords until the KKT conditions
         hold, on other devices by a batched semismooth Newton method on the
-        ``d``-dimensional dual (see :func:`~skvq.neural._simplex.scq_exact`); its gradient is
+        ``d``-dimensional dual (see :func:`~skvq.neural.layers._simplex.scq_exact`); its gradient is
         obtained by implicit differentiation of the KKT conditions on the active set (no
         unrolling).
     n_steps : int or None, default=None
@@ -108,7 +108,7 @@ class SoftConvexQuantizer(Bottleneck):
     iteration costs one ``M x d x K`` product and batched ``|S| x |S|`` Cholesky
     factorisations, and the number of iterations grows with ``||C||_2^2 / lambda``.
 
-    The forward pass returns a :class:`~skvq.neural._bottleneck.BottleneckOutput`:
+    The forward pass returns a :class:`~skvq.neural.layers._bottleneck.BottleneckOutput`:
     ``quantized`` (:math:`C p^\star` in the input's layout), ``codes`` (the hard codes
     ``argmax p``), ``weights`` (:math:`p^\star`, the codeword axis where the vector axis
     was), ``loss``, ``quantization_error``, ``perplexity`` and ``usage``.

@@ -1,8 +1,8 @@
 """The VQ bottlenecks SCQ is compared with in its paper's Table 1 (Gautam et al., 2023).
 
-Every class here is a :class:`~skvq.neural._bottleneck.Bottleneck`: it takes encoder outputs
+Every class here is a :class:`~skvq.neural.layers._bottleneck.Bottleneck`: it takes encoder outputs
 ``z`` of shape ``(..., dim)`` (or ``(N, dim, H, W)`` feature maps with ``image_fmap=True``)
-and returns a :class:`~skvq.neural._bottleneck.BottleneckOutput`, exactly as
+and returns a :class:`~skvq.neural.layers._bottleneck.BottleneckOutput`, exactly as
 ``SoftConvexQuantizer`` does, so that one autoencoder can be trained with any of them.
 
 ========================  ==================================================================
