@@ -70,6 +70,8 @@ import numba
 import numpy as np
 import torch
 
+from ._kernels import nearest_codeword
+
 __all__ = [
     "SCQSolverInfo",
     "project_simplex",
@@ -395,9 +397,7 @@ def scq_alternating_projection(a, n_steps):
 
 def nearest_codes(z, codebook):
     """Index of the nearest codeword (row of ``codebook``) of every row of ``z`` (eq. 1)."""
-    with torch.no_grad():
-        scores = torch.addmm(codebook.pow(2).sum(1)[None, :], z, codebook.t(), alpha=-2.0)
-        return scores.argmin(1)
+    return nearest_codeword(z, codebook)
 
 
 def _check_solver_inputs(z, codebook, alpha, codes):

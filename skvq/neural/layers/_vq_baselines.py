@@ -30,23 +30,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._bottleneck import Bottleneck, FlatQuantization
+from ._kernels import nearest_codeword, squared_distances
 
 __all__ = ["AffineVQ", "GumbelVQ", "ResidualVQ", "VectorQuantize", "nearest_codeword"]
-
-
-def nearest_codeword(z, codebook):
-    """Index of the nearest row of ``codebook`` (K, d) for every row of ``z`` (M, d).
-
-    Squared distances as ``|z|^2 - 2 z.c + |c|^2`` (one matrix product); ``|z|^2`` is
-    constant per row and left out of the argmin.
-    """
-    scores = codebook.pow(2).sum(1)[None, :] - 2.0 * (z @ codebook.t())
-    return scores.argmin(dim=1)
-
-
-def _squared_distances(z, codebook):
-    return (z.pow(2).sum(1, keepdim=True) - 2.0 * (z @ codebook.t())
-            + codebook.pow(2).sum(1)[None, :]).clamp_min(0.0)
 
 
 class VectorQuantize(Bottleneck):
@@ -281,7 +267,7 @@ class GumbelVQ(Bottleneck):
 
     def logits(self, z):
         """``-||z - c_k||^2`` for every row of ``z`` (M, d) and codeword (M, K)."""
-        return -_squared_distances(z, self.codebook)
+        return -squared_distances(z, self.codebook)
 
     def _quantize_flat(self, z):
         logits = self.logits(z)
