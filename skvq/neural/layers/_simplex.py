@@ -22,13 +22,17 @@ Two maps are implemented, both batched over all rows at once:
   identity; the ``K x K`` form is used when ``K < d``), then projected onto the simplex,
   exactly (:func:`project_simplex`) or with the paper's ``m`` alternating steps. The gradient
   is the exact derivative of this map (not of eq. 8).
-* :func:`scq_exact`: the solution of eq. (8) itself to a certified tolerance. On CPU it
-  runs the compiled primal active-set method of :mod:`skvq.neural.layers._active_set` (exact,
-  finite; from VQ's one-hot point it adds the most violating codewords until the KKT
-  conditions hold); on other devices (or with ``method="newton"``) a semismooth Newton
-  method on the ``d``-dimensional dual (below), warm-started at the relaxed solution. Its
-  gradient is obtained by implicit differentiation of the KKT conditions of eq. (8) on the
-  active set (no unrolling).
+* :func:`scq_exact`: the solution of eq. (8) itself to a certified tolerance, by the primal
+  active-set method (exact, finite; from VQ's one-hot point it adds the most violating
+  codewords until the KKT conditions hold, certified by the Frank-Wolfe gap). On CPU it runs
+  the compiled, one-row-per-thread version of :mod:`skvq.neural.layers._active_set`; on
+  other devices the same algorithm batched over rows in torch
+  (:func:`_solve_active_set_torch`: every row carries its own working set, padded to the
+  widest). A semismooth Newton method on the ``d``-dimensional dual (below), warm-started at
+  the relaxed solution, is kept as ``method="newton"``: it needs many iterations when
+  :math:`\|C\|_2^2 / \lambda` is large. The gradient is obtained by implicit
+  differentiation of the KKT conditions of eq. (8) on the active set (no unrolling),
+  whichever method found the solution.
 
 The dual used by the Newton method. With a multiplier :math:`\nu \in R^d` for the residual
 ``y = z - C p``, eq. (8) has the dual (to be maximised, concave, smooth)
@@ -98,13 +102,17 @@ class SCQSolverInfo(NamedTuple):
     Attributes
     ----------
     n_iter : int
-        Newton iterations run (the largest over the rows).
+        Iterations run (the largest over the rows): additions of codewords for the
+        active-set methods, Newton steps for the Newton method.
     max_gap : float
-        Largest duality gap :math:`\\|z - C p - \\nu\\|^2` over the rows at the returned point
-        (an upper bound on :math:`f(p) - f(p^\\star)` for every row).
+        Largest duality gap over the rows at the point the solver returned (an upper bound
+        on :math:`f(p) - f(p^\\star)` for every row): the Frank-Wolfe gap
+        :math:`2 (p^\\top g - \\min_i g_i)` for the active-set methods,
+        :math:`\\|z - C p - \\nu\\|^2` for the Newton method.
     n_unconverged : int
-        Rows whose gap is above ``tol * (1 + f(p))`` after ``max_iter`` iterations (or whose
-        line search stalled at the floating-point resolution).
+        Rows not certified: their gap is above ``tol * (1 + f(p))`` after ``max_iter``
+        iterations, or they stopped at the floating-point resolution (no decrease of the
+        objective, a failed factorisation, a stalled line search).
     """
 
     n_iter: int
@@ -655,15 +663,219 @@ def _solve_active_set(z, codebook, codes, lam, tol, max_iter, out_dtype):
     return torch.from_numpy(weights), support, torch.from_numpy(quantized), info
 
 
+# ------------------------------------------------------------------------------------------
+# the batched primal active-set method in torch (any device)
+# ------------------------------------------------------------------------------------------
+def _default_n_add(d):
+    """Codewords added per active-set iteration: ``d // 16`` clipped to [1, 8] (see
+    :func:`skvq.neural.layers._active_set.active_set_solve`)."""
+    return min(8, max(1, d // 16))
+
+
+def _sorted_sets(idx, valid, pw, k):
+    """Working sets with their members first, by ascending codeword, trimmed to the widest.
+
+    The ascending order within a row is what :func:`_combine`'s coalesced sparse matrix
+    assumes; padding slots get index 0, ``valid`` false and weight 0.
+    """
+    key, order = torch.sort(torch.where(valid, idx, k), dim=1)
+    width = max(int(valid.sum(1).max()), 1) if idx.shape[0] else 1
+    order = order[:, :width]
+    valid = valid.gather(1, order)
+    idx = torch.where(valid, key[:, :width], 0)
+    return idx, valid, pw.gather(1, order) * valid
+
+
+def _kkt_point(z, codebook, codes, idx, valid, pw, lam):
+    """Reduced gradient ``H p - b`` (M, K) and objective ``f(p)`` (M,) of every row.
+
+    ``f = 2 (p^T H p / 2 - b^T p) + |z|^2 + lam`` with ``H = C^T C + lam I`` and
+    ``b = C^T z + lam e_k``; both are computed from the residual ``C p - z`` (one
+    ``M x d x K`` product), not from ``H``, so that no ``K x K`` Gram matrix is formed.
+    """
+    resid = _combine(codebook, idx, valid, pw) - z
+    grad = resid @ codebook.t()
+    grad.scatter_add_(1, idx, lam * pw)
+    grad[torch.arange(z.shape[0], device=z.device), codes] -= lam
+    # |p - e_k|^2 = sum_{i != k} p_i^2 + (1 - p_k)^2 with 1 - p_k = sum_{i != k} p_i on the
+    # simplex: no cancellation, which lam |p - e_k|^2 would suffer at large lam
+    others = pw * (idx != codes.unsqueeze(1))
+    f = resid.pow(2).sum(1) + lam * (others.pow(2).sum(1) + others.sum(1).pow(2))
+    return grad, f
+
+
+def _solve_on_sets(codebook, z, codes, idx, valid, pw, lam):
+    """The inner loop of the active-set method for a batch of rows (all on their own sets).
+
+    For every row: solve eq. (8) restricted to its working set ``W`` with the constraint
+    ``1^T p_W = 1`` only (``H_WW p_W = b_W - mu 1``; ``H_WW = C_W^T C_W + lam I`` by a batched
+    Cholesky factorisation); if that point leaves the simplex, step from the current
+    (feasible) point towards it up to the first coordinate that reaches zero, drop that one
+    (and any driven below zero by rounding) and solve again, until the solution is feasible.
+    Every pass removes a coordinate, so a row needs at most ``|W|`` passes.
+
+    Returns the new ``pw`` and ``valid`` and a bool (M,) of rows whose factorisation failed
+    (those keep their current point).
+    """
+    n, width = idx.shape
+    pw, valid = pw.clone(), valid.clone()
+    failed = torch.zeros(n, dtype=torch.bool, device=idx.device)
+    cs = codebook[idx]
+    gram = cs @ cs.transpose(1, 2)
+    b = torch.einsum("nwd,nd->nw", cs, z) + lam * (idx == codes.unsqueeze(1)).to(z.dtype)
+    eye = lam * torch.eye(width, dtype=z.dtype, device=z.device)
+    slots = torch.arange(width, device=idx.device)
+    pending = torch.arange(n, device=idx.device)
+    for _ in range(width + 1):
+        member = valid[pending].to(z.dtype)
+        # off-set slots become lam * I blocks with zero right-hand sides: their solution is 0
+        h = gram[pending] * (member.unsqueeze(2) * member.unsqueeze(1)) + eye
+        chol, status = torch.linalg.cholesky_ex(h)
+        sol = torch.cholesky_solve(torch.stack([b[pending] * member, member], dim=-1), chol)
+        h_b, h_1 = sol[..., 0], sol[..., 1]
+        mu = (h_b.sum(1, keepdim=True) - 1.0) / h_1.sum(1, keepdim=True)
+        x = (h_b - mu * h_1) * member
+        ok = status == 0
+        current = pw[pending]
+        blocking = valid[pending] & (x <= 0.0)
+        denom = current - x  # >= 0 on blocking coordinates
+        ratio = torch.where(blocking & (denom > 0), current / denom.clamp_min(1e-300), 0.0)
+        ratio = torch.where(blocking, ratio, float("inf"))
+        step, block = ratio.min(1, keepdim=True)
+        has_block = blocking.any(1)
+        done = ok & ~has_block
+        pw[pending[done]] = x[done]
+        moved = ok & has_block
+        new = current + step.clamp_max(1.0) * (x - current)
+        keep = valid[pending] & (slots != block) & (new >= 0.0)
+        new = new * keep
+        new = new / new.sum(1, keepdim=True)
+        pw[pending[moved]] = new[moved]
+        valid[pending[moved]] = keep[moved]
+        failed[pending[~ok]] = True
+        pending = pending[moved]
+        if pending.numel() == 0:
+            break
+    return pw, valid, failed
+
+
+def _solve_active_set_torch(z, codebook, codes, lam, tol, max_iter, out_dtype, n_add=None):
+    """The primal active-set method of :mod:`._active_set`, batched over rows, in torch.
+
+    Every row carries its own working set (padded to the widest). An iteration computes the
+    reduced gradients of all unfinished rows at once (one ``M x d x K`` product), certifies
+    the rows whose Frank-Wolfe gap ``2 (p^T g - min_i g_i)`` (an upper bound on
+    ``f(p) - f(p*)``) is at most ``tol * (1 + f(p))`` or outside whose working set no
+    coordinate has a reduced gradient below ``p^T g`` (dual feasibility off the set, with
+    ``p`` the exact minimiser on it), adds the (up to) ``n_add`` most violating coordinates
+    to every other row and runs :func:`_solve_on_sets`. As in the compiled version, an
+    iteration that does not lower a row's objective is retried with one coordinate, and a
+    second one stops that row (status 2: rounding); a failed factorisation stops it too.
+
+    ``z`` and ``codebook`` in the working dtype (float64); returns the weights (M, K) in
+    ``out_dtype``, their supports (``idx``, ``valid``, ``p_s``, working dtype), ``C P``
+    (M, d, working dtype) and a :class:`SCQSolverInfo`.
+    """
+    m, d = z.shape
+    k = codebook.shape[0]
+    dev, dtype = z.device, z.dtype
+    n_add = min(_default_n_add(d) if n_add is None else int(n_add), k)
+    n_iter = torch.zeros(m, dtype=torch.long, device=dev)
+    gaps = torch.zeros(m, dtype=dtype, device=dev)
+    status = torch.zeros(m, dtype=torch.long, device=dev)
+    finished = []  # (rows, idx, valid, pw) of the rows as they finish
+    active = torch.arange(m, device=dev)
+    zz, kk = z, codes
+    idx = codes.unsqueeze(1).clone()  # VQ's one-hot answer: W = {k}, p = e_k
+    valid = torch.ones(m, 1, dtype=torch.bool, device=dev)
+    pw = torch.ones(m, 1, dtype=dtype, device=dev)
+    batch = torch.full((m,), n_add, dtype=torch.long, device=dev)
+    prev_f = torch.full((m,), float("inf"), dtype=dtype, device=dev)
+    ranks = torch.arange(n_add, device=dev)
+    for it in range(max_iter + 1):
+        if active.numel() == 0:
+            break
+        grad, f = _kkt_point(zz, codebook, kk, idx, valid, pw, lam)
+        g_set = grad.gather(1, idx)
+        pg = (pw * g_set).sum(1)
+        g_in = torch.where(valid, g_set, float("inf")).amin(1)
+        in_set = torch.zeros(active.numel(), k + 1, dtype=torch.bool, device=dev)
+        in_set.scatter_(1, torch.where(valid, idx, k), True)
+        g_free = grad.masked_fill(in_set[:, :k], float("inf"))
+        g_out = g_free.amin(1)
+        gap = (2.0 * (pg - torch.minimum(g_in, g_out))).clamp_min(0.0)
+        converged = (gap <= tol * (1.0 + f.clamp_min(0.0))) | (g_out >= pg)
+        no_progress = ~converged & ~(f < prev_f)
+        stalled = no_progress & (batch == 1)
+        stop = converged | stalled | (it == max_iter)
+        gaps[active] = gap
+        status[active] = torch.where(converged, 0, torch.where(stalled, 2, 1))
+        if bool(stop.any()):
+            finished.append((active[stop], idx[stop], valid[stop], pw[stop]))
+            go = ~stop
+            active, zz, kk, idx, valid, pw = (active[go], zz[go], kk[go], idx[go], valid[go],
+                                              pw[go])
+            g_free, pg, f, no_progress = g_free[go], pg[go], f[go], no_progress[go]
+            if active.numel() == 0:
+                break
+        n_iter[active] += 1
+        batch = torch.where(no_progress, 1, n_add)
+        prev_f = f
+        # the (up to) `batch` most violating coordinates outside W, i.e. below p^T g
+        low, cand = torch.topk(g_free, n_add, dim=1, largest=False)
+        take = (ranks < batch.unsqueeze(1)) & (low < pg.unsqueeze(1))
+        idx, valid, pw = _sorted_sets(torch.cat([idx, cand], 1), torch.cat([valid, take], 1),
+                                      torch.cat([pw, torch.zeros_like(low)], 1), k)
+        failed = torch.zeros(active.numel(), dtype=torch.bool, device=dev)
+        for sl in _row_chunks(active.numel(), idx.shape[1], d):
+            pw[sl], valid[sl], failed[sl] = _solve_on_sets(codebook, zz[sl], kk[sl], idx[sl],
+                                                           valid[sl], pw[sl], lam)
+        if bool(failed.any()):  # a factorisation failed: keep the last point, status 2
+            status[active[failed]] = 2
+            finished.append((active[failed], idx[failed], valid[failed], pw[failed]))
+            go = ~failed
+            active, zz, kk, idx, valid, pw = (active[go], zz[go], kk[go], idx[go], valid[go],
+                                              pw[go])
+            batch, prev_f = batch[go], prev_f[go]
+        idx, valid, pw = _sorted_sets(idx, valid, pw, k)
+    width = max([1] + [int(v.sum(1).max()) for _, _, v, _ in finished if v.shape[0]])
+    sup_idx = torch.zeros(m, width, dtype=torch.long, device=dev)
+    sup_p = torch.zeros(m, width, dtype=dtype, device=dev)
+    for rows, idx_f, valid_f, pw_f in finished:
+        idx_f, valid_f, pw_f = _sorted_sets(idx_f, valid_f & (pw_f > 0), pw_f, k)
+        sup_idx[rows, :idx_f.shape[1]] = idx_f
+        sup_p[rows, :idx_f.shape[1]] = pw_f
+    sup_p = sup_p / sup_p.sum(1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+    sup_valid = sup_p > 0
+    weights = torch.zeros(m, k, dtype=out_dtype, device=dev)
+    weights.scatter_add_(1, sup_idx, sup_p.to(out_dtype))
+    quantized = _combine(codebook, sup_idx, sup_valid, sup_p)
+    info = SCQSolverInfo(n_iter=int(n_iter.max()) if m else 0,
+                         max_gap=float(gaps.max()) if m else 0.0,
+                         n_unconverged=int((status != 0).sum()))
+    return weights, (sup_idx, sup_valid, sup_p), quantized, info
+
+
+_METHODS = ("auto", "active-set", "active-set-torch", "newton")
+
+
 def _resolve_method(method, z, codebook):
-    if method not in ("auto", "active-set", "newton"):
-        raise ValueError(f"method must be 'auto', 'active-set' or 'newton', got {method!r}.")
+    """The method :func:`scq_exact` runs: ``method`` checked, ``"auto"`` resolved.
+
+    ``"auto"`` is the compiled active-set method for CPU tensors with ``K <= 4096`` (fastest
+    there, one thread per row) and the batched torch active-set method otherwise (CUDA and
+    other devices, or a ``K x K`` Gram matrix too large to build).
+    """
+    if not isinstance(method, str) or method not in _METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}, "
+                         f"got {method!r}.")
+    cpu = z.device.type == "cpu" and codebook.device.type == "cpu"
     if method == "auto":
-        cpu = z.device.type == "cpu" and codebook.device.type == "cpu"
-        method = "active-set" if cpu and codebook.shape[0] <= _ACTIVE_SET_MAX_K else "newton"
-    if method == "active-set" and (z.device.type != "cpu" or codebook.device.type != "cpu"):
-        raise ValueError("method='active-set' runs on CPU tensors only; use 'newton' (or "
-                         "'auto') for tensors on another device.")
+        method = ("active-set" if cpu and codebook.shape[0] <= _ACTIVE_SET_MAX_K
+                  else "active-set-torch")
+    if method == "active-set" and not cpu:
+        raise ValueError("method='active-set' (compiled) runs on CPU tensors only; use "
+                         "'active-set-torch' (or 'auto') for tensors on another device.")
     return method
 
 
@@ -676,8 +888,9 @@ class _ExactSCQ(torch.autograd.Function):
         # both solvers run in float64 (Newton's line search compares dual values that differ
         # by less than float32 resolves near the optimum) and P is cast back
         work = torch.float64 if z.dtype != torch.float64 else z.dtype
-        if method == "active-set":
-            weights, support, quantized, info = _solve_active_set(
+        if method in ("active-set", "active-set-torch"):
+            solve = _solve_active_set if method == "active-set" else _solve_active_set_torch
+            weights, support, quantized, info = solve(
                 z.detach().to(work), codebook.detach().to(work), codes, lam, tol, max_iter,
                 z.dtype)
             if info.n_unconverged:  # keep the relaxed point where it is better
@@ -748,21 +961,28 @@ def scq_exact(z, codebook, alpha=1.0, codes=None, tol=1e-6, max_iter=None, retur
         Index ``k`` of :math:`\tilde p = e_k`; ``None`` uses the nearest codewords.
     tol : float, default=1e-6
         Every row stops when its duality gap, an upper bound on
-        :math:`f(p) - f(p^\star)`, is at most ``tol * (1 + f(p))``: the Frank-Wolfe gap for
-        the active-set method, :math:`\|z - C p - \nu\|^2` for the Newton method.
+        :math:`f(p) - f(p^\star)`, is at most ``tol * (1 + f(p))``: the Frank-Wolfe gap
+        :math:`2 (p^\top g - \min_i g_i)` (:math:`g = H p - b`) for the active-set methods,
+        :math:`\|z - C p - \nu\|^2` for the Newton method. The active-set methods also stop
+        a row, converged, when no codeword outside its working set has a reduced gradient
+        below :math:`p^\top g` (the KKT conditions hold to the floating-point resolution).
     max_iter : int, default=None
-        Iterations at most per row: coordinate additions for the active-set method (``None``:
-        ``2 K + 10``), Newton steps for the Newton method (``None``: 100).
+        Iterations at most per row: additions of codewords for the active-set methods
+        (``None``: ``2 K + 10``), Newton steps for the Newton method (``None``: 100).
     return_info : bool, default=False
         Also return a :class:`SCQSolverInfo`.
-    method : {"auto", "active-set", "newton"}, default="auto"
+    method : {"auto", "active-set", "active-set-torch", "newton"}, default="auto"
         ``"active-set"``: the compiled primal active-set method of
-        :mod:`skvq.neural.layers._active_set` (CPU tensors only; it builds the ``K x K`` Gram matrix
-        in float64), which starts at VQ's one-hot point and adds one codeword per iteration,
-        so its cost grows with the size of the optimal supports. ``"newton"``: the batched
-        semismooth Newton method on the ``d``-dimensional dual (above), in torch on any
-        device. ``"auto"``: the active-set method for CPU tensors with ``K <= 4096``, Newton
-        otherwise.
+        :mod:`skvq.neural.layers._active_set` (CPU tensors only; it builds the ``K x K``
+        Gram matrix in float64), which starts at VQ's one-hot point and adds the most
+        violating codewords (``d // 16`` per iteration, between 1 and 8), so its cost grows
+        with the size of the optimal supports. ``"active-set-torch"``: the same algorithm
+        batched over rows in torch, on any device (no Gram matrix; one ``M x d x K`` product
+        and batched ``|W| x |W|`` Cholesky factorisations per iteration). ``"newton"``: the
+        batched semismooth Newton method on the ``d``-dimensional dual (above), in torch on
+        any device; its iterations grow with :math:`\|C\|_2^2 / \lambda` (slow on badly
+        conditioned problems). ``"auto"``: ``"active-set"`` for CPU tensors with
+        ``K <= 4096``, ``"active-set-torch"`` otherwise.
 
     Returns
     -------
@@ -771,7 +991,7 @@ def scq_exact(z, codebook, alpha=1.0, codes=None, tol=1e-6, max_iter=None, retur
     weights : Tensor of shape (M, K)
         ``P*``, every row on the simplex. The objective is never above that of the relaxed
         solution: the Newton method starts there and returns its best iterate; rows the
-        active-set method leaves unconverged fall back to the relaxed point where that is
+        active-set methods leave unconverged fall back to the relaxed point where that is
         better.
     info : SCQSolverInfo
         Only when ``return_info`` is true.
@@ -781,7 +1001,7 @@ def scq_exact(z, codebook, alpha=1.0, codes=None, tol=1e-6, max_iter=None, retur
         raise ValueError(f"tol must be positive, got {tol}.")
     method = _resolve_method(method, z, codebook)
     if max_iter is None:
-        max_iter = 2 * codebook.shape[0] + 10 if method == "active-set" else 100
+        max_iter = 100 if method == "newton" else 2 * codebook.shape[0] + 10
     if int(max_iter) < 0:
         raise ValueError(f"max_iter must be non-negative, got {max_iter}.")
     lam = float(alpha)
