@@ -4,6 +4,7 @@ Importing skvq never imports torch: the neural quantizers load it when they are 
 """
 
 from . import metrics
+from ._registry import estimator_names as _estimator_names
 from .base import BaseQuantizer, code_dtype
 from .pq import OPQ, PQ
 from .scalar import (
@@ -16,8 +17,9 @@ from .scalar import (
 
 __version__ = "0.1.0.dev0"
 
-# The neural quantizers, loaded from skvq.neural (and torch imported) on first access.
-_NEURAL = ("DCN", "DeepVQ", "MDCN", "SCQ", "SoftConvexQuantizer", "VQAutoencoder")
+# The neural quantizers (from the registry, skvq._registry) and SCQ's layer, which carries the
+# paper's name, loaded from skvq.neural (and torch imported) on first access.
+_NEURAL = (*_estimator_names(neural=True), "SoftConvexQuantizer")
 
 
 def __getattr__(name):

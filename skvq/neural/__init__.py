@@ -7,30 +7,26 @@ raises an ``ImportError`` that says how to install it.
 
 import importlib
 
-# public name -> submodule that defines it
-_LAZY = {
-    # DeepVQ (deepvq.md) and its Table 1 baselines
-    "DeepVQ": "_deepvq",
-    "DCN": "_deepvq",
-    "MDCN": "_deepvq",
-    "pack_codes": "_deepvq",
-    "unpack_codes": "_deepvq",
-    "binary_penalty_step": "layers",
-    # soft convex quantization (scq.md): the layer, its solvers, the estimators
-    "SoftConvexQuantizer": "layers",
-    "project_simplex": "layers",
-    "scq_exact": "layers",
-    "scq_relaxed": "layers",
-    "SCQ": "_autoencoder",
-    "VQAutoencoder": "_autoencoder",
+from .._registry import QUANTIZERS
+
+# public name -> module that defines it. The estimators come from the registry
+# (skvq._registry), so that a quantizer registered there is importable here with no second list.
+_ESTIMATORS = {entry.class_name: entry.module for entry in QUANTIZERS.values() if entry.neural}
+
+# The torch-only building blocks of skvq.neural.layers that are public here.
+_LAYERS = dict.fromkeys([
+    # soft convex quantization (scq.md): the layer and its solvers
+    "SoftConvexQuantizer", "project_simplex", "scq_exact", "scq_relaxed",
     # the VQ bottlenecks SCQ is compared with, and their shared interface
-    "VectorQuantize": "layers",
-    "AffineVQ": "layers",
-    "GumbelVQ": "layers",
-    "ResidualVQ": "layers",
-    "Bottleneck": "layers",
-    "BottleneckOutput": "layers",
-}
+    "VectorQuantize", "AffineVQ", "GumbelVQ", "ResidualVQ", "Bottleneck", "BottleneckOutput",
+    # DeepVQ's B-step
+    "binary_penalty_step",
+], f"{__name__}.layers")
+
+# DeepVQ's bit packing of its codes.
+_HELPERS = dict.fromkeys(["pack_codes", "unpack_codes"], f"{__name__}._deepvq")
+
+_LAZY = {**_ESTIMATORS, **_LAYERS, **_HELPERS}
 
 __all__ = sorted(_LAZY)
 
@@ -40,8 +36,7 @@ def __getattr__(name):
         from ._torch_utils import import_torch
 
         import_torch(with_skorch=True)  # a clear ImportError when torch is missing
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        return getattr(module, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
