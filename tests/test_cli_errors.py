@@ -235,6 +235,18 @@ def test_class_name_method_checks_its_own_parameters(tmp_path, capsys, data):
     _assert_one_error_line(err, "L0LeastSquareQuantizer has no parameter 'refit'")
 
 
+def test_neural_quantizer_parameters_are_checked_too(tmp_path, capsys, data):
+    pytest.importorskip("torch")
+    pytest.importorskip("skorch")
+    from skvq._registry import parameter_names
+
+    status, _, err = _quantize(tmp_path, capsys, data, "--param", "n_bit=6", method="deepvq")
+    assert status == 2
+    _assert_one_error_line(err, "DeepVQ (deepvq) has no parameter 'n_bit'",
+                           "did you mean 'n_bits'?", ", ".join(parameter_names("deepvq")))
+    assert not (tmp_path / "m.joblib").exists()
+
+
 @pytest.mark.parametrize("pair, fragment", [("n_values", "NAME=VALUE"), ("=3", "NAME=VALUE"),
                                             ("n values=3", "NAME=VALUE")])
 def test_malformed_param(tmp_path, capsys, data, pair, fragment):

@@ -157,7 +157,7 @@ def test_cli_list_shows_every_entry():
         assert f"{entry.class_name}(" in line and entry.description in line
 
 
-def test_cli_accepts_every_registered_name(capsys):
+def test_cli_accepts_every_registered_name():
     for name in list(QUANTIZERS) + estimator_names():
         if lookup(name).is_available():
             assert cli._check_method(name) == name
