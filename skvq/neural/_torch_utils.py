@@ -123,8 +123,9 @@ def seed_everything(random_state):
 
 
 class TorchQuantizerMixin:
-    """What every skorch-backed skvq estimator shares: the device and seed at the start of
-    ``fit``, and a device that follows the net when a pickle is loaded elsewhere.
+    """The device and seed at the start of ``fit``, and a device that follows the net when a
+    pickle is loaded elsewhere, for the estimators not yet on the neural base
+    (:class:`skvq.neural._base.TorchQuantizer` does the same for those that are).
 
     The estimator has the parameters ``device`` and ``random_state`` and keeps its skorch
     net as ``net_``.
