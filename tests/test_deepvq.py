@@ -2,6 +2,7 @@
 
 import io
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("skorch")
 
 import joblib  # noqa: E402
+from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.utils.estimator_checks import (  # noqa: E402
@@ -19,6 +21,8 @@ from sklearn.utils.estimator_checks import (  # noqa: E402
     check_transformer_get_feature_names_out,
     parametrize_with_checks,
 )
+
+from skorch.callbacks import Checkpoint  # noqa: E402
 
 from skvq.metrics import make_rate_distortion_scorer  # noqa: E402
 from skvq.neural._deepvq import (  # noqa: E402
@@ -189,14 +193,14 @@ def test_codes_strictly_binary_and_sign_of_encoder(data):
     assert bits.shape == (data.shape[0], 6) and bits.dtype == np.uint8
     assert set(np.unique(bits)) <= {0, 1}
     module = q.net_.module_.eval()
-    x = torch.as_tensor((data - q.data_center_) / q.data_scale_, dtype=torch.float32)
+    x = torch.as_tensor((data - q.offset_) / q.scale_, dtype=torch.float32)
     with torch.no_grad():
         f = module.encode(x).numpy()
     np.testing.assert_array_equal(bits, (f >= 0).astype(np.uint8))
     # decode(bits) is g(2 * bits - 1) in the input's units
     with torch.no_grad():
         rec = module.decode(torch.as_tensor(2.0 * bits - 1.0, dtype=torch.float32)).numpy()
-    np.testing.assert_allclose(q.inverse_transform(bits), rec * q.data_scale_ + q.data_center_,
+    np.testing.assert_allclose(q.inverse_transform(bits), rec * q.scale_ + q.offset_,
                                rtol=1e-5, atol=1e-5)
     assert q.bits_per_sample_ == 6.0
 
@@ -299,14 +303,17 @@ def test_dcn_codes_are_nearest_latent_centroid(data):
         codes = q.transform(data)
         assert codes.shape == (len(data), 1) and codes.dtype == np.uint8
         module = q.net_.module_.eval()
-        x = torch.as_tensor((data - q.data_center_) / q.data_scale_, dtype=torch.float32)
+        x = torch.as_tensor((data - q.offset_) / q.scale_, dtype=torch.float32)
         with torch.no_grad():
             z = module.encode(x).numpy().astype(np.float64)
         d = ((z[:, None, :] - q.centroids_[None].astype(np.float64)) ** 2).sum(-1)
         brute = d.argmin(1)
         agree = np.mean(brute == codes[:, 0])
         assert agree > 0.99  # float32 ties aside
-        np.testing.assert_allclose(q.inverse_transform(codes), q.codebook_[codes[:, 0]])
+        # g(c_s) row by row against the decoded codebook: the same values, up to float32
+        # rounding of batches of different sizes
+        np.testing.assert_allclose(q.inverse_transform(codes), q.codebook_[codes[:, 0]],
+                                   rtol=1e-5, atol=1e-6)
         assert q.n_clusters_ == 8 and q.bits_per_sample_ == 3.0
 
 
@@ -381,6 +388,96 @@ def test_verbose(data, capsys):
     assert capsys.readouterr().out == ""
     _small(max_epochs=2, verbose=1).fit(data)
     assert "train_loss" in capsys.readouterr().out
+
+
+# -- skorch with its grain: the nets take the settings, the centroids are buffers --------------
+def _scaled(q, X):
+    return ((X - q.offset_) / q.scale_).astype(np.float32)
+
+
+ALL = {"DeepVQ": _small, "DCN": _small_dcn, "MDCN": lambda **kw: _small_dcn(MDCN, **kw)}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_net_partial_fit_after_fit(name, data):
+    q = ALL[name]().fit(data)
+    n_epochs = len(q.net_.history)
+    q.net_.partial_fit(_scaled(q, data))
+    assert len(q.net_.history) == n_epochs + q.net_.max_epochs
+    assert np.isfinite(q.net_.history[-1, "train_loss"])
+    codes = q.transform(data)  # the estimator codes with the further trained net
+    if name == "DeepVQ":
+        assert set(np.unique(codes)) <= {0, 1}
+        # the epochs after fit are B-step/W-step epochs: B-steps record their rounding
+        assert all("n_rounded" in b for b in q.net_.history[-1, "batches"])
+    else:
+        assert codes.max() < q.n_clusters_
+
+
+def test_net_get_params_holds_the_settings(data):
+    q = _small(gamma=0.5, rho=2e-4, rho_growth=2.0, b_step_size=0.2, penalty="linear",
+               warmup_epochs=1).fit(data)
+    params = q.net_.get_params()
+    for name in ("gamma", "rho", "rho_growth", "b_iter", "b_step_size", "penalty",
+                 "warmup_epochs"):
+        assert params[name] == getattr(q, name), name
+    d = _small_dcn(MDCN, lam=0.3).fit(data)
+    params = d.net_.get_params()
+    assert params["lam"] == 0.3 and params["reconstruct_from"] == "centroid"
+    assert params["clustering"] is True
+    assert _small_dcn().fit(data).net_.get_params()["reconstruct_from"] == "latent"
+    # the settings are ordinary net parameters: set_params changes what the next
+    # training step uses
+    q.net_.set_params(gamma=0.0, warmup_epochs=0)
+    assert q.net_.gamma == 0.0 and q.net_.get_params()["warmup_epochs"] == 0
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_clone_and_refit_same_codes(name, data):
+    q = ALL[name](random_state=11).fit(data)
+    c = clone(q)
+    assert not hasattr(c, "net_") and c.get_params() == q.get_params()
+    c.fit(data)
+    np.testing.assert_array_equal(c.transform(data), q.transform(data))
+    np.testing.assert_array_equal(c.inverse_transform(q.transform(data)),
+                                  q.inverse_transform(q.transform(data)))
+
+
+def test_dcn_centroids_are_module_buffers(data):
+    q = _small_dcn().fit(data)
+    state = q.net_.module_.state_dict()
+    np.testing.assert_array_equal(state["centroids"].numpy(), q.centroids_)
+    assert state["cluster_counts"].sum() >= len(data)  # k-means sizes plus the batches
+    assert all(p is not q.net_.module_.centroids for p in q.net_.module_.parameters())
+
+
+@pytest.mark.parametrize("cls", [DCN, MDCN])
+def test_dcn_save_and_load_params_restore_centroids_and_codes(cls, data, tmp_path):
+    q = _small_dcn(cls, random_state=1).fit(data)
+    f_params = os.fspath(tmp_path / "params.pt")
+    q.net_.save_params(f_params=f_params)
+    other = _small_dcn(cls, random_state=2).fit(data)
+    assert not np.array_equal(other.centroids_, q.centroids_)
+    other.net_.load_params(f_params=f_params)
+    np.testing.assert_array_equal(other.centroids_, q.centroids_)
+    np.testing.assert_array_equal(other.codebook_, q.codebook_)
+    np.testing.assert_array_equal(other.transform(data), q.transform(data))
+
+
+def test_dcn_checkpoint_callback_restores_centroids_and_codes(data, tmp_path):
+    # skorch's Checkpoint during further training, loaded into another model
+    q = _small_dcn(random_state=3).fit(data)
+    checkpoint = Checkpoint(monitor=None, dirname=os.fspath(tmp_path), f_optimizer=None,
+                            f_criterion=None)
+    q.net_.set_params(callbacks=[("checkpoint", checkpoint)])
+    q.net_.initialize_callbacks()  # the net is initialised: only its callbacks are new
+    q.net_.partial_fit(_scaled(q, data))
+    assert os.path.exists(tmp_path / "params.pt")
+    other = _small_dcn(random_state=4).fit(data)
+    other.net_.load_params(checkpoint=checkpoint)
+    np.testing.assert_array_equal(other.centroids_, q.centroids_)
+    np.testing.assert_array_equal(other.transform(data), q.transform(data))
+    assert len(other.net_.history) == len(q.net_.history)  # the checkpoint's history
 
 
 # -- CUDA ------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """DeepVQ (Le Tan et al., 2018) and its Table 1 baselines DCN and MDCN, as skvq quantizers.
 
-Each estimator is a plain scikit-learn estimator (a :class:`skvq.base.BaseQuantizer`) that
-builds a skorch ``NeuralNet`` in ``fit`` and keeps it as ``net_``. This module imports torch
+Each estimator is a :class:`skvq.neural._base.TorchQuantizer` (a plain scikit-learn
+estimator) that builds a skorch ``NeuralNet`` in ``fit`` and keeps it as ``net_``; the
+method's settings are parameters of that net too (``net_.get_params()``), so
+``net_.partial_fit`` continues training after ``fit``. This module imports torch
 and skorch; :mod:`skvq.neural` loads it lazily.
 """
 
@@ -14,14 +16,18 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
-from skorch.callbacks import ProgressBar
 from skorch.dataset import unpack_data
 
 from .. import packing
-from .._kmeans import kmeans, nearest_centroid
 from ..base import BaseQuantizer
-from .layers._deepvq_modules import AutoEncoder, binary_penalty_step, frozen_batch_statistics
-from ._torch_utils import TorchQuantizerMixin
+from ._base import TorchQuantizer
+from .layers._deepvq_modules import (
+    AutoEncoder,
+    ClusteredAutoEncoder,
+    binary_penalty_step,
+    frozen_batch_statistics,
+)
+from .layers._kmeans_torch import kmeans
 
 __all__ = ["DCN", "DeepVQ", "MDCN", "binary_penalty_step", "pack_codes", "unpack_codes"]
 
@@ -81,23 +87,41 @@ def unpack_codes(packed, n_bits):
 
 
 # -- the skorch nets ---------------------------------------------------------------------------
+def _batch_tensor(net, batch):
+    Xi, _ = unpack_data(batch)
+    if isinstance(Xi, torch.Tensor):
+        return Xi.to(net.device)
+    return torch.as_tensor(Xi, device=net.device)
+
+
 class _DeepVQNet(NeuralNet):
     """skorch net whose training step is DeepVQ's alternation: B-step (eq. 6-8), W-step (eq. 5).
 
-    The estimator sets ``deepvq_config`` (a dict) after construction.
+    The method's settings are this net's own parameters (:class:`DeepVQ` documents them), so
+    that ``get_params``, ``set_params``, ``partial_fit`` and pickling see them. The epoch
+    index (for ``warmup_epochs``) is the length of the net's history, so ``partial_fit``
+    after ``fit`` continues with B-steps.
     """
+
+    def __init__(self, *args, gamma=1.0, rho=1e-4, rho_growth=3.0, b_iter=10, b_step_size=0.3,
+                 penalty="squared", warmup_epochs=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gamma = gamma
+        self.rho = rho
+        self.rho_growth = rho_growth
+        self.b_iter = b_iter
+        self.b_step_size = b_step_size
+        self.penalty = penalty
+        self.warmup_epochs = warmup_epochs
 
     def train_step_single(self, batch, **fit_params):
         self._set_training(True)
-        Xi, _ = unpack_data(batch)
-        x = Xi.to(self.device) if isinstance(Xi, torch.Tensor) else torch.as_tensor(
-            Xi, device=self.device)
-        cfg = self.deepvq_config
+        x = _batch_tensor(self, batch)
         module = self.module_
         n = x.shape[0]
         epoch = len(self.history) - 1
-        gamma = cfg["gamma"]
-        if epoch < cfg["warmup_epochs"]:
+        gamma = float(self.gamma)
+        if epoch < self.warmup_epochs:
             # Optional warm-up: stochastic bits, P(b = 1) = (1 + f) / 2, straight-through
             # gradient to the encoder (not the paper's method; see DeepVQ's Notes).
             f = module.encode(x)
@@ -115,8 +139,9 @@ class _DeepVQNet(NeuralNet):
                     return torch.sum((module.decode(B) - x) ** 2) + gamma * torch.sum((f0 - B) ** 2)
 
                 B, n_rounded = binary_penalty_step(
-                    h, f0, rho=cfg["rho"], rho_growth=cfg["rho_growth"], n_iter=cfg["b_iter"],
-                    step_size=cfg["b_step_size"], penalty=cfg["penalty"])
+                    h, f0, rho=float(self.rho), rho_growth=float(self.rho_growth),
+                    n_iter=int(self.b_iter), step_size=float(self.b_step_size),
+                    penalty=self.penalty)
             # W-step, eq. (5) with B fixed; per-sample sums averaged over the batch.
             f = module.encode(x)
             rec = module.decode(B)
@@ -127,32 +152,36 @@ class _DeepVQNet(NeuralNet):
 
 
 class _DCNNet(NeuralNet):
-    """skorch net for DCN (eq. 9) and MDCN (eq. 10); ``dcn_config`` set by the estimator.
+    """skorch net for DCN (eq. 9) and MDCN (eq. 10) on a :class:`ClusteredAutoEncoder`.
 
-    ``dcn_config["mode"]`` is ``"pretrain"`` (plain reconstruction), ``"dcn"`` or ``"mdcn"``;
-    the centroids ``C`` and their counts live in ``dcn_config`` as tensors during ``fit``.
+    Parameters of its own: ``lam`` (``lambda``), ``reconstruct_from`` (``"latent"``: DCN's
+    ``g(f(x))``; ``"centroid"``: MDCN's ``g(c_s)``) and ``clustering`` (False: plain
+    reconstruction, the pre-training before k-means; True: the joint training). The
+    centroids and their counts are the module's buffers, updated in place.
     """
+
+    def __init__(self, *args, lam=1.0, reconstruct_from="latent", clustering=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lam = lam
+        self.reconstruct_from = reconstruct_from
+        self.clustering = clustering
 
     def train_step_single(self, batch, **fit_params):
         self._set_training(True)
-        Xi, _ = unpack_data(batch)
-        x = Xi.to(self.device) if isinstance(Xi, torch.Tensor) else torch.as_tensor(
-            Xi, device=self.device)
-        cfg = self.dcn_config
+        x = _batch_tensor(self, batch)
         module = self.module_
         n = x.shape[0]
         f = module.encode(x)
-        if cfg["mode"] == "pretrain":
+        if not self.clustering:
             rec = module.decode(f)
             loss = torch.sum((rec - x) ** 2) / n
         else:
-            C, counts = cfg["centroids"], cfg["counts"]
-            with torch.no_grad():
-                s = torch.cdist(f.detach(), C).argmin(dim=1)  # assignment step, W fixed
+            C, counts = module.centroids, module.cluster_counts
+            s = module.assign(f.detach())  # assignment step, W fixed
             c = C[s]
-            rec = module.decode(f if cfg["mode"] == "dcn" else c)
+            rec = module.decode(f if self.reconstruct_from == "latent" else c)
             loss = (torch.sum((rec - x) ** 2)
-                    + 0.5 * cfg["lam"] * torch.sum((f - c) ** 2)) / n
+                    + 0.5 * float(self.lam) * torch.sum((f - c) ** 2)) / n
             with torch.no_grad():
                 # DCN's centroid update: c_k <- c_k - (1 / count_k) (c_k - f(x_i)), applied
                 # to the batch at once (the mean of the batch's points of cluster k).
@@ -166,83 +195,8 @@ class _DCNNet(NeuralNet):
         return {"loss": loss, "y_pred": rec}
 
 
-# -- shared estimator machinery ----------------------------------------------------------------
-_COMMON_PARAMS = {
-    "hidden_sizes": ["array-like"],
-    "optimizer": [StrOptions({"adam", "sgd"})],
-    "lr": [Interval(numbers.Real, 0, None, closed="neither")],
-    "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
-    "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
-    "max_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
-    "device": [str, None],
-    "random_state": ["random_state"],
-    "verbose": ["verbose"],
-}
-
-
-class _NeuralQuantizer(TorchQuantizerMixin, BaseQuantizer):
-    """Scaling, device, seeding and skorch plumbing shared by DeepVQ, DCN and MDCN."""
-
-    def _check_hidden(self, name="hidden_sizes", value=None):
-        value = self.hidden_sizes if value is None else value
-        sizes = tuple(value)
-        if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1
-                   for h in sizes):
-            raise ValueError(f"{name} must be a sequence of positive ints, got {value!r}.")
-        return tuple(int(h) for h in sizes)
-
-    def _setup_fit(self, X):
-        """Validate ``X``; set the scaling, device and seed; return float32 scaled data."""
-        X, _ = self._validate_fit_data(X)
-        if X.shape[0] < 2:
-            raise ValueError(f"n_samples={X.shape[0]}: a neural quantizer needs at least 2 "
-                             "samples (batch normalisation needs 2 per batch).")
-        self._start_torch_fit()
-        # The paper scales the data to [-1, 1]; one affine map for all features (a per-feature
-        # map would weight the error of nearly constant features up).
-        low, high = float(X.min()), float(X.max())
-        self.data_center_ = (high + low) / 2.0
-        self.data_scale_ = (high - low) / 2.0 if high > low else 1.0
-        self.dtype_ = X.dtype
-        return self._scale(X)
-
-    def _scale(self, X):
-        return ((np.asarray(X, dtype=np.float64) - self.data_center_)
-                / self.data_scale_).astype(np.float32)
-
-    def _unscale(self, Y):
-        return (np.asarray(Y, dtype=np.float64) * self.data_scale_
-                + self.data_center_).astype(self.dtype_)
-
-    def _callbacks(self):
-        if self.verbose >= 2:
-            return [ProgressBar()]
-        return []
-
-    def _make_net(self, cls, module, max_epochs, lr=None):
-        optimizer = torch.optim.Adam if self.optimizer == "adam" else torch.optim.SGD
-        kwargs = {"optimizer__weight_decay": self.weight_decay}
-        if self.optimizer == "sgd":
-            kwargs["optimizer__momentum"] = 0.9  # the paper's alpha
-        return cls(
-            module=module, criterion=torch.nn.MSELoss, optimizer=optimizer,
-            lr=self.lr if lr is None else lr, max_epochs=max_epochs,
-            batch_size=self.batch_size, iterator_train__shuffle=True, train_split=None,
-            device=self.device_, callbacks=self._callbacks(),
-            verbose=int(bool(self.verbose)), **kwargs)
-
-    def _to_tensor(self, X):
-        return torch.as_tensor(self._scale(X), device=self.device_)
-
-
-def _needs_drop_last(n_samples, batch_size):
-    # A last batch of one sample breaks BatchNorm in training mode: drop it (skorch passes
-    # drop_last to the DataLoader) unless the data are smaller than a batch.
-    return n_samples % batch_size == 1 and n_samples > batch_size
-
-
 # -- DeepVQ ---------------------------------------------------------------------------------
-class DeepVQ(_NeuralQuantizer):
+class DeepVQ(TorchQuantizer):
     """DeepVQ: a binary auto-encoder whose encoder outputs the L-bit code (Le Tan et al., 2018).
 
     An encoder network ``f`` maps a vector to ``L`` numbers in ``(-1, 1)``; the code is
@@ -304,18 +258,26 @@ class DeepVQ(_NeuralQuantizer):
     finetune_epochs : int, default=0
         Epochs after the alternating training that fit the decoder alone to the codes used
         at test time, ``sign(f(X))``, with the encoder frozen (an improvement).
-    optimizer : {"adam", "sgd"}, default="adam"
+    scaling : {"global", "standard", "minmax"} or None, default="global"
+        Map of ``X`` into the network's space, undone on output. "global": one affine map
+        for all features, the training data's range to ``[-1, 1]`` (the paper normalises
+        the data to ``[-1, 1]``; a per-feature map would weight the error of nearly
+        constant features up); "standard" and "minmax": per feature (see
+        :class:`~skvq.neural._base.TorchQuantizer`); None: none.
+    optimizer : {"adam", "adamw", "sgd"}, default="adam"
         W-step optimizer; "sgd" is SGD with momentum 0.9 (the paper, with ``lr=1e-5``).
     lr : float, default=1e-3
         Learning rate of the W-step.
     weight_decay : float, default=0.0
         L2 penalty of the optimizer.
     batch_size : int, default=128
-        Mini-batch size (the paper's 128); each batch gets its own B-step.
+        Mini-batch size (the paper's 128); each batch gets its own B-step. At least 2 (the
+        network has batch normalisation); a last batch of one row is dropped.
     max_epochs : int, default=20
-        Epochs of alternating training (the paper: 3).
-    device : str, default="auto"
-        "auto" (CUDA when available), "cpu" or "cuda". The resolved device is ``device_``.
+        Epochs of alternating training (the paper: 3); 0 keeps the initialised (or
+        pre-trained) network.
+    device : "auto", "cpu", "cuda", "cuda:<i>" or torch.device, default="auto"
+        "auto" is CUDA when available, else the CPU. The resolved device is ``device_``.
     random_state : int, RandomState instance or None, default=None
         Seeds torch (initialisation, shuffling, stochastic bits).
     verbose : int, default=0
@@ -325,6 +287,10 @@ class DeepVQ(_NeuralQuantizer):
     ----------
     net_ : skorch.NeuralNet
         The trained net; ``net_.module_`` is the :class:`torch.nn.Module` auto-encoder.
+        ``gamma``, ``rho``, ``rho_growth``, ``b_iter``, ``b_step_size``, ``penalty`` and
+        ``warmup_epochs`` are its parameters too (``net_.get_params()``), and
+        ``net_.partial_fit(Xs)`` on scaled data ``Xs = ((X - offset_) / scale_)`` in
+        float32 continues the alternating training.
     device_ : str
         Device the net lives on.
     bits_per_sample_ : float
@@ -336,8 +302,11 @@ class DeepVQ(_NeuralQuantizer):
         skorch's per-epoch history (``train_loss``: the W-step loss per image, eq. 5, or
         the warm-up's reconstruction loss; ``dur``), then the fine-tuning epochs (their
         ``train_loss`` is the mean squared error per entry).
-    data_center_, data_scale_ : float
-        The affine map to ``[-1, 1]``: ``X_scaled = (X - data_center_) / data_scale_``.
+    n_iter_ : int
+        Epochs in ``history_`` (``max_epochs + finetune_epochs``).
+    offset_, scale_ : ndarray of shape (n_features_in_,)
+        The scaling: the network sees ``(X - offset_) / scale_`` (with
+        ``scaling="global"`` every entry of each is the same number).
     n_features_in_ : int
         Number of features seen in ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -392,8 +361,9 @@ class DeepVQ(_NeuralQuantizer):
     """
 
     _parameter_constraints = {
-        **_COMMON_PARAMS,
+        **TorchQuantizer._parameter_constraints,
         "n_bits": [Interval(numbers.Integral, 1, None, closed="left")],
+        "hidden_sizes": ["array-like"],
         "tied_weights": ["boolean"],
         "decoder_hidden": ["array-like", None],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
@@ -408,11 +378,14 @@ class DeepVQ(_NeuralQuantizer):
         "finetune_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
     }
 
+    _min_fit_samples = 2  # batch normalisation
+
     def __init__(self, n_bits=16, *, hidden_sizes=(500, 255), tied_weights=True,
                  decoder_hidden=None, dropout=0.0, gamma=1.0, rho=1e-4, rho_growth=3.0,
                  b_iter=10, b_step_size=0.3, penalty="squared", pretrain_epochs=0, warmup_epochs=0,
-                 finetune_epochs=0, optimizer="adam", lr=1e-3, weight_decay=0.0,
-                 batch_size=128, max_epochs=20, device="auto", random_state=None, verbose=0):
+                 finetune_epochs=0, scaling="global", optimizer="adam", lr=1e-3,
+                 weight_decay=0.0, batch_size=128, max_epochs=20, device="auto",
+                 random_state=None, verbose=0):
         self.n_bits = n_bits
         self.hidden_sizes = hidden_sizes
         self.tied_weights = tied_weights
@@ -427,6 +400,7 @@ class DeepVQ(_NeuralQuantizer):
         self.pretrain_epochs = pretrain_epochs
         self.warmup_epochs = warmup_epochs
         self.finetune_epochs = finetune_epochs
+        self.scaling = scaling
         self.optimizer = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
@@ -452,32 +426,28 @@ class DeepVQ(_NeuralQuantizer):
         self : object
             Fitted quantizer.
         """
-        hidden = self._check_hidden()
+        hidden = self._check_sizes("hidden_sizes", self.hidden_sizes)
         decoder_hidden = (None if self.decoder_hidden is None
-                          else self._check_hidden("decoder_hidden", self.decoder_hidden))
+                          else self._check_sizes("decoder_hidden", self.decoder_hidden))
         if self.tied_weights and decoder_hidden is not None and decoder_hidden != hidden[::-1]:
             raise ValueError("decoder_hidden must be None (the mirrored encoder) when "
                              "tied_weights=True; set tied_weights=False for another decoder.")
         if self.warmup_epochs > self.max_epochs:
             raise ValueError(f"warmup_epochs={self.warmup_epochs} is larger than "
                              f"max_epochs={self.max_epochs}.")
-        Xs = self._setup_fit(X)
-        module = AutoEncoder(Xs.shape[1], hidden, self.n_bits, code_activation="tanh",
-                             tied=self.tied_weights, decoder_hidden=decoder_hidden,
-                             dropout=self.dropout)
+        Xs = self._start_fit(X)
+        module = self._build_module(
+            lambda: AutoEncoder(Xs.shape[1], hidden, self.n_bits, code_activation="tanh",
+                                tied=self.tied_weights, decoder_hidden=decoder_hidden,
+                                dropout=self.dropout),
+            hidden_sizes=hidden, decoder_hidden=decoder_hidden, n_bits=self.n_bits)
         if self.pretrain_epochs:
             self._pretrain(module, Xs)
-        net = self._make_net(_DeepVQNet, module, self.max_epochs)
-        if _needs_drop_last(Xs.shape[0], self.batch_size):
-            net.set_params(iterator_train__drop_last=True)
-        net.deepvq_config = {
-            "gamma": float(self.gamma), "rho": float(self.rho),
-            "rho_growth": float(self.rho_growth), "b_iter": int(self.b_iter),
-            "b_step_size": float(self.b_step_size), "penalty": self.penalty,
-            "warmup_epochs": int(self.warmup_epochs),
-        }
+        net = self._make_net(
+            _DeepVQNet, module, n_samples=Xs.shape[0], gamma=self.gamma, rho=self.rho,
+            rho_growth=self.rho_growth, b_iter=self.b_iter, b_step_size=self.b_step_size,
+            penalty=self.penalty, warmup_epochs=self.warmup_epochs)
         net.initialize()
-        net.module_.load_state_dict(module.state_dict())
         if self.max_epochs:
             net.partial_fit(Xs, None)
         n_rounded = sum(sum(b.get("n_rounded", 0) for b in epoch["batches"])
@@ -485,19 +455,17 @@ class DeepVQ(_NeuralQuantizer):
         if self.finetune_epochs:
             self._finetune_decoder(net, Xs)
         net.module_.eval()
-        del net.deepvq_config
         self.net_ = net
-        self.history_ = [{k: v for k, v in row.items() if k != "batches"} for row in net.history]
+        self._record_history(net)
         self.n_rounded_ = int(n_rounded)
         self.bits_per_sample_ = float(self.n_bits)
         return self
 
     # -- optional training stages ---------------------------------------------------------
     def _plain_net(self, module, max_epochs, n_samples):
-        net = self._make_net(NeuralNet, module, max_epochs)
-        if _needs_drop_last(n_samples, self.batch_size):
-            net.set_params(iterator_train__drop_last=True)
-        return net
+        """A skorch net that fits ``module(X)`` to a target by MSE (pre-training and
+        fine-tuning stages)."""
+        return self._make_net(NeuralNet, module, n_samples=n_samples, max_epochs=max_epochs)
 
     def _pretrain(self, module, Xs):
         """Greedy layer-wise pre-training: each encoder layer as a one-layer auto-encoder."""
@@ -521,20 +489,15 @@ class DeepVQ(_NeuralQuantizer):
             net.initialize_optimizer()
             net.partial_fit(inputs, inputs)
             layer.eval()
-            with torch.no_grad():
-                inputs = layer.hidden(torch.as_tensor(inputs, device=self.device_)).cpu().numpy()
+            inputs = self._forward_batches(layer.hidden, inputs).cpu().numpy()
         module.to("cpu")
 
     def _finetune_decoder(self, net, Xs):
         """Fit the decoder to the test-time codes ``sign(f(X))``, encoder frozen."""
         module = net.module_
         module.eval()
-        with torch.no_grad():
-            codes = []
-            for rows in self._row_batches(Xs.shape[0]):
-                x = torch.as_tensor(Xs[rows], device=self.device_)
-                codes.append(torch.where(module.encode(x) >= 0, 1.0, -1.0).cpu())
-            codes = torch.cat(codes).numpy()
+        codes = self._forward_batches(
+            lambda x: torch.where(module.encode(x) >= 0, 1.0, -1.0), Xs).cpu().numpy()
         dec = _DecoderOnly(module)
         ft = self._plain_net(dec, self.finetune_epochs, Xs.shape[0])
         ft.initialize()
@@ -551,14 +514,17 @@ class DeepVQ(_NeuralQuantizer):
         return 2
 
     def _bytes_per_row(self):
-        widths = sum(self._check_hidden()) + self.n_features_in_ + self.n_bits
-        return 4 * widths * 4
+        widths = sum(self._check_sizes("hidden_sizes", self.hidden_sizes))
+        if self.decoder_hidden is not None:
+            widths += sum(self._check_sizes("decoder_hidden", self.decoder_hidden))
+        return 4 * 4 * (widths + self.n_features_in_ + self.n_bits)
 
     def _encode(self, X):
         module = self.net_.module_
         module.eval()
         with torch.no_grad():
             f = module.encode(self._to_tensor(X))
+        self._check_finite(f, "the encoder's output f(X)")
         return (f >= 0).to(torch.uint8).cpu().numpy()
 
     def _decode(self, codes):
@@ -566,7 +532,7 @@ class DeepVQ(_NeuralQuantizer):
         module.eval()
         b = torch.as_tensor(2.0 * np.asarray(codes, dtype=np.float32) - 1.0, device=self.device_)
         with torch.no_grad():
-            rec = module.decode(b).cpu().numpy()
+            rec = module.decode(b)
         return self._unscale(rec)
 
     # -- packed codes ---------------------------------------------------------------------
@@ -652,7 +618,7 @@ class _DecoderOnly(torch.nn.Module):
 
 
 # -- DCN and MDCN ----------------------------------------------------------------------------
-class DCN(_NeuralQuantizer):
+class DCN(TorchQuantizer):
     """Deep clustering network (Yang et al., 2017) used as a vector quantizer (eq. 9).
 
     An auto-encoder is trained jointly with k-means in its latent space:
@@ -664,7 +630,7 @@ class DCN(_NeuralQuantizer):
 
     The code of ``x`` is the index of the nearest of the ``K = 2**n_bits`` latent centroids
     to ``f(x)`` and its reconstruction is ``g(c_s)``, so DCN is a VQ whose codewords are the
-    decoded centroids (stored in ``codebook_``). DeepVQ's paper uses it as a baseline.
+    decoded centroids (``codebook_``). DeepVQ's paper uses it as a baseline.
 
     Read more in the :ref:`User Guide <deepvq>`.
 
@@ -682,29 +648,49 @@ class DCN(_NeuralQuantizer):
     pretrain_epochs : int, default=10
         Epochs of plain auto-encoder training before k-means initialises ``C``.
     kmeans_iter : int, default=20
-        Lloyd iterations of that initial k-means (k-means++ seeding).
-    optimizer : {"adam", "sgd"}, default="adam"
+        Lloyd iterations at most of that initial k-means (greedy k-means++ seeding), run in
+        torch on ``device_`` (:func:`skvq.neural.layers._kmeans_torch.kmeans`).
+    scaling : {"global", "standard", "minmax"} or None, default="global"
+        As :class:`DeepVQ`'s.
+    optimizer : {"adam", "adamw", "sgd"}, default="adam"
+        "sgd" has momentum 0.9.
     lr : float, default=1e-3
     weight_decay : float, default=0.0
     batch_size : int, default=128
+        At least 2 (batch normalisation); a last batch of one row is dropped.
     max_epochs : int, default=10
-        Epochs of joint training after the k-means initialisation.
-    device : str, default="auto"
+        Epochs of joint training after the k-means initialisation (0: the k-means
+        centroids of the pre-trained network are kept).
+    device : "auto", "cpu", "cuda", "cuda:<i>" or torch.device, default="auto"
     random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation, the shuffling and the k-means.
     verbose : int, default=0
+        0: silent; 1: skorch's epoch log; 2: a progress bar per epoch too.
 
     Attributes
     ----------
     net_ : skorch.NeuralNet
+        The trained net; ``net_.module_`` is a ``ClusteredAutoEncoder``
+        (:mod:`skvq.neural.layers._deepvq_modules`) whose buffers ``centroids`` and
+        ``cluster_counts`` hold ``C`` and DCN's counts, so ``state_dict``,
+        ``net_.save_params``/``load_params`` and skorch's ``Checkpoint`` carry them.
+        ``lam``, ``reconstruct_from`` and ``clustering`` are net parameters, and
+        ``net_.partial_fit(Xs)`` on scaled float32 data continues the joint training.
     device_ : str
-    centroids_ : ndarray of shape (n_clusters, latent_dim)
-        Latent centroids ``C``.
-    codebook_ : ndarray of shape (n_clusters, n_features)
-        Decoded centroids ``g(c_k)``, in the input's units.
+    centroids_ : ndarray of shape (n_clusters_, latent_dim)
+        Latent centroids ``C`` (read from ``net_.module_.centroids``).
+    codebook_ : ndarray of shape (n_clusters_, n_features_in_)
+        Decoded centroids ``g(c_k)`` in the input's units (computed from ``net_`` when
+        read).
     n_clusters_ : int
     bits_per_sample_ : float
         ``n_bits``.
     history_ : list of dict
+        skorch's per-epoch history: the pre-training epochs, then the joint ones.
+    n_iter_ : int
+        Epochs in ``history_`` (``pretrain_epochs + max_epochs``).
+    offset_, scale_ : ndarray of shape (n_features_in_,)
+        The scaling: the network sees ``(X - offset_) / scale_``.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
 
@@ -717,7 +703,8 @@ class DCN(_NeuralQuantizer):
     -----
     Symbols: ``lambda`` = ``lam``, ``k = 2**L`` = ``2**n_bits``, ``C`` = ``centroids_``.
     Assignments are recomputed per mini-batch with the network fixed; the centroids follow
-    DCN's incremental update with per-cluster counts (a batch's points at once).
+    DCN's incremental update with per-cluster counts (a batch's points at once), starting
+    from the k-means cluster sizes.
 
     References
     ----------
@@ -725,20 +712,23 @@ class DCN(_NeuralQuantizer):
     simultaneous deep learning and clustering", ICML, 2017.
     """
 
-    _modified = False
+    _reconstruct_from = "latent"
 
     _parameter_constraints = {
-        **_COMMON_PARAMS,
+        **TorchQuantizer._parameter_constraints,
         "n_bits": [Interval(numbers.Integral, 1, 31, closed="both")],
         "latent_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "hidden_sizes": ["array-like"],
         "lam": [Interval(numbers.Real, 0, None, closed="left")],
         "pretrain_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "kmeans_iter": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
+    _min_fit_samples = 2  # batch normalisation
+
     def __init__(self, n_bits=8, *, latent_dim=10, hidden_sizes=(500, 255), lam=1.0,
-                 pretrain_epochs=10, kmeans_iter=20, optimizer="adam", lr=1e-3,
-                 weight_decay=0.0, batch_size=128, max_epochs=10, device="auto",
+                 pretrain_epochs=10, kmeans_iter=20, scaling="global", optimizer="adam",
+                 lr=1e-3, weight_decay=0.0, batch_size=128, max_epochs=10, device="auto",
                  random_state=None, verbose=0):
         self.n_bits = n_bits
         self.latent_dim = latent_dim
@@ -746,6 +736,7 @@ class DCN(_NeuralQuantizer):
         self.lam = lam
         self.pretrain_epochs = pretrain_epochs
         self.kmeans_iter = kmeans_iter
+        self.scaling = scaling
         self.optimizer = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
@@ -769,60 +760,53 @@ class DCN(_NeuralQuantizer):
         -------
         self : object
         """
-        hidden = self._check_hidden()
-        Xs = self._setup_fit(X)
+        hidden = self._check_sizes("hidden_sizes", self.hidden_sizes)
+        Xs = self._start_fit(X)
         n_clusters = 2**self.n_bits
         if n_clusters > Xs.shape[0]:
             warnings.warn(f"n_bits={self.n_bits} asks for {n_clusters} clusters but there are "
                           f"only n_samples={Xs.shape[0]}; using {Xs.shape[0]}.", UserWarning)
             n_clusters = Xs.shape[0]
-        module = AutoEncoder(Xs.shape[1], hidden, self.latent_dim, code_activation=None,
-                             tied=False)
-        net = self._make_net(_DCNNet, module, self.pretrain_epochs)
-        if _needs_drop_last(Xs.shape[0], self.batch_size):
-            net.set_params(iterator_train__drop_last=True)
-        net.dcn_config = {"mode": "pretrain", "lam": float(self.lam)}
+        # set now: it bounds the batches of the latent pass below (_bytes_per_row)
+        self.n_clusters_ = int(n_clusters)
+        module = self._build_module(
+            lambda: ClusteredAutoEncoder(Xs.shape[1], hidden, self.latent_dim, n_clusters),
+            hidden_sizes=hidden, latent_dim=self.latent_dim)
+        net = self._make_net(_DCNNet, module, n_samples=Xs.shape[0],
+                             max_epochs=self.pretrain_epochs, lam=self.lam,
+                             reconstruct_from=self._reconstruct_from, clustering=False)
         net.initialize()
         if self.pretrain_epochs:
             net.partial_fit(Xs, None)
-        latent = self._latent(net, Xs)
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
-        centers, _, _, _ = kmeans(latent.astype(np.float64), n_clusters,
-                                  max_iter=self.kmeans_iter, rng=rng)
-        if self.max_epochs:
-            C = torch.as_tensor(centers, dtype=torch.float32, device=self.device_)
+        module = net.module_
+        module.eval()
+        latent = self._forward_batches(module.encode, Xs)
+        centers, labels, _, _ = kmeans(latent, n_clusters, max_iter=self.kmeans_iter,
+                                       generator=self._torch_generator())
+        with torch.no_grad():
+            module.centroids.copy_(centers)
             # Counts start at the k-means cluster sizes so that the first batches do not
             # overwrite the k-means centroids.
-            labels = nearest_centroid(latent.astype(np.float64), centers)
-            counts = torch.as_tensor(np.bincount(labels, minlength=n_clusters),
-                                     dtype=torch.float32, device=self.device_)
-            net.dcn_config.update(mode="mdcn" if self._modified else "dcn",
-                                  centroids=C, counts=counts)
-            net.set_params(max_epochs=self.max_epochs)
+            module.cluster_counts.copy_(torch.bincount(labels, minlength=n_clusters))
+        net.set_params(clustering=True, max_epochs=self.max_epochs)
+        if self.max_epochs:
             net.partial_fit(Xs, None)
-            centers = C.cpu().numpy().astype(np.float64)
-        del net.dcn_config
-        net.module_.eval()
+        module.eval()
         self.net_ = net
-        self.centroids_ = centers.astype(np.float32)
-        with torch.no_grad():
-            dec = net.module_.decode(torch.as_tensor(self.centroids_, device=self.device_))
-        self.codebook_ = self._unscale(dec.cpu().numpy())
-        self.n_clusters_ = int(n_clusters)
-        self.history_ = [{k: v for k, v in row.items() if k != "batches"} for row in net.history]
+        self._record_history(net)
         self.bits_per_sample_ = float(self.n_bits)
         return self
 
-    def _latent(self, net, Xs):
-        module = net.module_
+    @property
+    def centroids_(self):
+        return self.net_.module_.centroids.detach().cpu().numpy()
+
+    @property
+    def codebook_(self):
+        module = self.net_.module_
         module.eval()
-        out = []
-        with torch.no_grad():
-            for rows in self._row_batches(Xs.shape[0]):
-                x = torch.as_tensor(Xs[rows], device=self.device_)
-                out.append(module.encode(x).cpu().numpy())
-        module.train()
-        return np.concatenate(out)
+        centroids = module.centroids.detach().cpu().numpy()
+        return self._unscale(self._forward_batches(module.decode, centroids))
 
     def _n_code_columns(self):
         return 1
@@ -831,22 +815,30 @@ class DCN(_NeuralQuantizer):
         return 2**self.n_bits
 
     def _bytes_per_row(self):
-        # 2**n_bits bounds n_clusters_ and is known before fit ends (fit batches with it too)
-        return 8 * (self.n_features_in_ + sum(self._check_hidden()) + self._code_cardinality()) * 2
+        # the (rows, K) score table of the assignment dominates
+        hidden = sum(self._check_sizes("hidden_sizes", self.hidden_sizes))
+        return 4 * 4 * (self.n_features_in_ + 2 * hidden + self.latent_dim + self.n_clusters_)
 
     def _encode(self, X):
         module = self.net_.module_
         module.eval()
         with torch.no_grad():
-            f = module.encode(self._to_tensor(X)).cpu().numpy()
-        return nearest_centroid(f, self.centroids_)[:, None].astype(self._code_dtype())
+            f = module.encode(self._to_tensor(X))
+            self._check_finite(f, "the encoder's output f(X)")
+            codes = module.assign(f)
+        return codes.cpu().numpy().astype(self._code_dtype())[:, None]
 
     def _decode(self, codes):
         codes = np.asarray(codes)[:, 0]
         if codes.size and codes.max() >= self.n_clusters_:
             raise ValueError(f"codes out of range: this model has {self.n_clusters_} "
                              f"clusters, got code {codes.max()}.")
-        return self.codebook_[codes]
+        module = self.net_.module_
+        module.eval()
+        index = torch.as_tensor(codes, dtype=torch.long, device=self.device_)
+        with torch.no_grad():
+            rec = module.decode(module.centroids[index])
+        return self._unscale(rec)
 
 
 class MDCN(DCN):
@@ -867,4 +859,4 @@ class MDCN(DCN):
     DCN, DeepVQ
     """
 
-    _modified = True
+    _reconstruct_from = "centroid"

@@ -1,4 +1,4 @@
-"""Torch pieces of DeepVQ, DCN and MDCN: the auto-encoder and the B-step of DeepVQ.
+"""Torch pieces of DeepVQ, DCN and MDCN: the auto-encoders and the B-step of DeepVQ.
 
 This module imports torch: import it only from code that already needs torch
 (:mod:`skvq.neural._deepvq` does, and is itself loaded lazily).
@@ -10,7 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F_
 
-__all__ = ["AutoEncoder", "binary_penalty_step", "frozen_batch_statistics"]
+from ._kernels import nearest_codeword
+
+__all__ = ["AutoEncoder", "ClusteredAutoEncoder", "binary_penalty_step",
+           "frozen_batch_statistics"]
 
 
 class AutoEncoder(nn.Module):
@@ -96,6 +99,45 @@ class AutoEncoder(nn.Module):
         if self.code_activation == "tanh":
             f = torch.where(f >= 0, 1.0, -1.0).to(f.dtype)
         return self.decode(f)
+
+
+class ClusteredAutoEncoder(AutoEncoder):
+    """DCN's network: an :class:`AutoEncoder` with a real-valued latent space (no code
+    activation, untied decoder) and ``n_clusters`` latent centroids held as buffers.
+
+    The centroids ``C`` (``centroids``) and the number of latent vectors assigned to each so
+    far (``cluster_counts``, the denominators of DCN's incremental update) are buffers, not
+    parameters: no optimizer touches them, and they travel with the weights in
+    ``state_dict``, so checkpoints and ``load_state_dict`` restore them.
+
+    Parameters
+    ----------
+    n_features : int
+        Input width ``D``.
+    hidden_sizes : tuple of int
+        Encoder hidden widths.
+    latent_dim : int
+        Width of the latent space ``f(x)``.
+    n_clusters : int
+        Number of latent centroids ``K``.
+    **kwargs
+        Further arguments of :class:`AutoEncoder` (``decoder_hidden``, ``dropout``,
+        ``batch_norm``).
+    """
+
+    def __init__(self, n_features, hidden_sizes, latent_dim, n_clusters, **kwargs):
+        super().__init__(n_features, hidden_sizes, latent_dim, code_activation=None,
+                         tied=False, **kwargs)
+        self.register_buffer("centroids", torch.zeros(int(n_clusters), int(latent_dim)))
+        self.register_buffer("cluster_counts", torch.zeros(int(n_clusters)))
+
+    def assign(self, f):
+        """Index of the nearest centroid of each latent vector ``f`` (no gradient)."""
+        return nearest_codeword(f, self.centroids)
+
+    def forward(self, x):
+        """The quantizer's reconstruction ``g(c_s)``, ``s`` the nearest centroid to ``f(x)``."""
+        return self.decode(self.centroids[self.assign(self.encode(x))])
 
 
 @contextlib.contextmanager
