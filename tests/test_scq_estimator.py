@@ -21,6 +21,8 @@ from sklearn.utils.estimator_checks import (  # noqa: E402
 
 from skvq.base import code_dtype  # noqa: E402
 from skvq.neural._autoencoder import BOTTLENECKS, SCQ, VQAutoencoder  # noqa: E402
+from skvq.neural.layers._catalogue import CATALOGUE, BottleneckEntry  # noqa: E402
+from skvq.neural.layers._vq_baselines import ResidualVQ  # noqa: E402
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
@@ -78,10 +80,12 @@ def _fit(digits, cls=SCQ, **params):
 def test_every_bottleneck_trains_and_codes(digits, bottleneck):
     est = _fit(digits, VQAutoencoder, bottleneck=bottleneck)
     codes = est.transform(digits)
-    assert codes.shape == (len(digits), 2)
+    n_stages = 2 if bottleneck == "rvq" else 1  # residual VQ: one code column per stage
+    assert est.n_stages_ == n_stages
+    assert codes.shape == (len(digits), 2 * n_stages)
     assert codes.dtype == code_dtype(est.n_codes_)
-    assert est.n_codes_ == (64 if bottleneck == "rvq" else 8)
-    assert est.bits_per_sample_ == pytest.approx(2 * np.log2(est.n_codes_))
+    assert est.n_codes_ == 8
+    assert est.bits_per_sample_ == pytest.approx(2 * n_stages * np.log2(8))
     rec = est.inverse_transform(codes)
     assert rec.shape == digits.shape and rec.dtype == digits.dtype
     assert est.score(digits) == pytest.approx(-np.mean((rec - digits) ** 2))
@@ -258,6 +262,112 @@ def test_bad_inputs(digits):
     rvq = _fit(digits, VQAutoencoder, bottleneck="rvq", max_epochs=1)
     with pytest.raises(ValueError, match="rvq"):
         rvq.transform_weights(digits)
+    with pytest.raises(ValueError, match="rvq"):
+        rvq.inverse_transform(np.zeros((2, 2, 8)))
+    with pytest.raises(ValueError, match="bottleneck_params may not set 'dim'"):
+        VQAutoencoder(bottleneck_params={"dim": 3}, **TINY).fit(digits)
+    with pytest.raises(ValueError, match="bottleneck_params may not set 'commitment_weight'"):
+        SCQ(bottleneck_params={"commitment_weight": 0.5}, **TINY).fit(digits)
+    with pytest.raises(ValueError, match="does not take 'temperature'"):
+        VQAutoencoder(bottleneck_params={"temperature": 0.5}, **TINY).fit(digits)
+
+
+def test_residual_codes_are_the_layers_stage_codes(digits):
+    """transform: per latent position, the residual VQ's stage codes next to each other;
+    inverse_transform decodes the sum of the stages' codewords."""
+    est = _fit(digits, VQAutoencoder, bottleneck="rvq",
+               bottleneck_params={"num_quantizers": 3}, max_epochs=1)
+    codes = est.transform(digits[:20])
+    assert codes.shape == (20, 6) and est.n_stages_ == 3 and est.n_codes_ == 8
+    assert est.bits_per_sample_ == pytest.approx(6 * 3)
+    module = est.net_.module_
+    with torch.no_grad():
+        z = module.encoder(torch.as_tensor(est._scale(digits[:20])))
+        out = module.bottleneck(z)
+        expected = module.decoder(out.quantized).numpy() * est.scale_ + est.offset_
+    np.testing.assert_array_equal(codes.reshape(20, 2, 3), out.codes.numpy())
+    np.testing.assert_allclose(est.inverse_transform(codes), expected, rtol=1e-5, atol=1e-4)
+    stats = est.bottleneck_stats(digits)
+    all_codes = est.transform(digits).reshape(-1, 3)
+    perplexities = []
+    for q in range(3):
+        p = np.bincount(all_codes[:, q], minlength=8) / len(all_codes)
+        p = p[p > 0]
+        perplexities.append(np.exp(-(p * np.log(p)).sum()))
+    assert stats["perplexity"] == pytest.approx(np.mean(perplexities))
+
+
+def test_a_new_catalogue_row_needs_no_estimator_change(digits, monkeypatch):
+    """A bottleneck added as one catalogue row (here a 3-stage residual VQ under a new name)
+    trains and codes: the estimator asks the layer, never its type."""
+    monkeypatch.setitem(CATALOGUE, "rvq3", BottleneckEntry(ResidualVQ, {"num_quantizers": 3},
+                                                           "RQVAE (3 stages)", "three stages"))
+    from sklearn.utils._param_validation import StrOptions
+
+    # the estimators derive this constraint from the catalogue at import
+    monkeypatch.setitem(VQAutoencoder._parameter_constraints, "bottleneck",
+                        [StrOptions(set(CATALOGUE))])
+    est = _fit(digits, VQAutoencoder, bottleneck="rvq3", max_epochs=1)
+    assert est.n_stages_ == 3 and est.transform(digits).shape == (len(digits), 6)
+    assert est.inverse_transform(est.transform(digits)).shape == digits.shape
+
+
+def test_bottleneck_choices_come_from_the_catalogue():
+    (options,) = VQAutoencoder._parameter_constraints["bottleneck"]
+    assert options.options == set(BOTTLENECKS) == set(CATALOGUE)
+    for name, entry in CATALOGUE.items():
+        assert f'"{name}"' in VQAutoencoder.__doc__ and entry.table1_row in VQAutoencoder.__doc__
+
+
+def test_zero_rows(digits):
+    """inverse_transform of zero rows gives (0, n_features), as the classical quantizers;
+    transform of zero rows is refused with scikit-learn's message, as theirs."""
+    from skvq import PQ
+
+    pq = PQ(n_subspaces=2, n_bits=2, random_state=0).fit(digits)
+    for est in [_fit(digits, max_epochs=1), _fit(digits, VQAutoencoder, max_epochs=1),
+                _fit(digits, VQAutoencoder, bottleneck="rvq", max_epochs=1),
+                _fit(digits, image_shape=(1, 8, 8), n_downsample=1, max_epochs=1)]:
+        codes = est.transform(digits[:3])[:0]
+        rec = est.inverse_transform(codes)
+        assert rec.shape == (0, 64) and rec.dtype == digits.dtype
+        assert pq.inverse_transform(pq.transform(digits[:3])[:0]).shape == (0, 64)
+        if est.n_stages_ == 1:
+            weights = est.inverse_transform(np.zeros((0, est.n_latent_positions_, 8)))
+            assert weights.shape == (0, 64)
+        for method in (est.transform, est.bottleneck_stats, pq.transform):
+            with pytest.raises(ValueError, match="0 sample"):
+                method(digits[:0])
+
+
+def test_values_near_the_float64_limit(digits):
+    """Finite data of 1e300: the scaling brings them to the network's range (the same codes
+    as the same data at unit scale); beyond what float32 can hold after the scaling, a
+    ValueError says so (it was 'NaN or infinity', or code 0 for every row)."""
+    small = _fit(digits, max_epochs=1)
+    big = _fit(digits * 1e300, max_epochs=1)
+    varying = digits.std(0) > 0  # constant features keep the scale 1
+    np.testing.assert_allclose(big.scale_[varying] / 1e300, small.scale_[varying], rtol=1e-12)
+    np.testing.assert_allclose(big.offset_ / 1e300, small.offset_, rtol=1e-12, atol=1e-300)
+    agree = (big.transform(digits * 1e300) == small.transform(digits)).mean()
+    assert agree > 0.99
+    minmax = _fit(digits * 1e300, VQAutoencoder, scaling="minmax", max_epochs=1)
+    assert np.all(np.isfinite(minmax.inverse_transform(minmax.transform(digits * 1e300))))
+    with pytest.raises(ValueError, match="overflow float32"):
+        VQAutoencoder(scaling=None, **TINY).fit(digits * 1e300)
+    with pytest.raises(ValueError, match="overflow float32"):
+        small.transform(digits * 1e300)
+
+
+@pytest.mark.parametrize("cls", [SCQ, VQAutoencoder])
+@pytest.mark.parametrize("size", [{"codebook_size": 10**9}, {"latent_dim": 10**9},
+                                  {"hidden_size": 10**9}, {"n_latents": 10**9},
+                                  {"hidden_size": 10**30},
+                                  {"hidden_size": 10**6, "image_shape": (1, 8, 8),
+                                   "n_downsample": 1}])
+def test_oversized_networks_fail_before_allocating(digits, cls, size):
+    with pytest.raises(ValueError, match="parameters|cannot build"):
+        cls(**{**TINY, **size}).fit(digits)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the error without CUDA")

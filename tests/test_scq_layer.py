@@ -10,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from skvq.neural.layers._kernels import nearest_codeword as nearest_codes  # noqa: E402
 from skvq.neural.layers._scq_layer import SoftConvexQuantizer  # noqa: E402
 from skvq.neural.layers._simplex import (  # noqa: E402
-    nearest_codes,
     project_simplex,
     project_simplex_sort,
     scq_alternating_projection,
@@ -372,7 +372,8 @@ def test_codebook_init_from_data():
     layer = SoftConvexQuantizer(4, 8, codebook_init="data")
     assert not bool(layer.initialized)
     layer.eval()
-    layer(z)  # evaluation mode never initialises
+    with pytest.raises(RuntimeError, match="not been initialised.*training mode"):
+        layer(z)  # evaluation mode never initialises, and never uses the placeholder
     assert not bool(layer.initialized)
     layer.train()
     layer(z)
@@ -386,6 +387,7 @@ def test_codebook_init_from_data():
     clone = SoftConvexQuantizer(4, 8, codebook_init="data")
     clone.load_state_dict(layer.state_dict())
     assert bool(clone.initialized) and torch.equal(clone.codebook.detach(), before)
+    clone.eval()(z)  # a loaded codebook is an initialised one
     # fewer vectors than codewords: drawn with replacement, plus a little noise
     small = SoftConvexQuantizer(4, 8, codebook_init="data")
     small(z[:3])
@@ -405,10 +407,19 @@ def test_codebook_init_from_data():
     ({"max_iter": 0}, "max_iter"),
     ({"commitment_weight": 1.5}, "commitment_weight"),
     ({"codebook_init": "kmeans"}, "codebook_init"),
+    ({"dim": "4"}, "dim"),
+    ({"dim": 2.5}, "dim"),
+    ({"dim": None}, "dim"),
+    ({"alpha": "x"}, "alpha"),
+    ({"alpha": None}, "alpha"),
+    ({"alpha": float("nan")}, "alpha"),
+    ({"max_iter": 2.5}, "max_iter"),
+    ({"solver": ["exact"]}, "solver"),
 ])
 def test_bad_parameters(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        SoftConvexQuantizer(4, 8, **kwargs)
+    params = {"dim": 4, "codebook_size": 8, **kwargs}
+    with pytest.raises(ValueError, match=f"^{match}"):
+        SoftConvexQuantizer(**params)
 
 
 def test_bad_inputs():
@@ -421,6 +432,12 @@ def test_bad_inputs():
         layer(torch.tensor([[0.0, float("inf"), 0.0, 0.0]]))
     with pytest.raises(ValueError, match="empty"):
         layer(torch.zeros(0, 4))
+    with pytest.raises(ValueError, match="dim=4"):
+        layer(torch.zeros(16, 0))
+    with pytest.raises(ValueError, match="0-d"):
+        layer(torch.tensor(3.0))
+    with pytest.raises(ValueError, match="overflow torch.float32"):
+        layer(torch.full((2, 4), 1e30))
     with pytest.raises(TypeError, match="floating"):
         layer(torch.zeros(2, 4, dtype=torch.int64))
     with pytest.raises(TypeError, match="dtype"):
@@ -434,6 +451,39 @@ def test_bad_inputs():
         scq_exact(torch.zeros(2, 4), torch.zeros(8, 4), alpha=-1.0)
     with pytest.raises(ValueError, match="method"):
         scq_exact(torch.zeros(2, 4), torch.zeros(8, 4), method="qp")
+
+
+@pytest.mark.parametrize("scale", [1e10, 1e17])
+def test_inputs_far_beyond_the_codebook(scale):
+    """Inputs many orders of magnitude beyond the codewords: the exact solver still returns
+    weights on the simplex no worse than VQ's one-hot answer; the relaxed solver, whose
+    unconstrained weights then exceed 1 / eps, raises instead of returning weights off the
+    simplex (it returned all-zero weights and outputs)."""
+    torch.manual_seed(0)
+    z = torch.randn(20, 4) * scale
+    exact = SoftConvexQuantizer(4, 8, solver="exact")
+    out = exact(z)
+    w = out.weights.detach().double()
+    assert (w >= 0).all() and torch.allclose(w.sum(1), torch.ones(20, dtype=w.dtype), atol=1e-6)
+    codebook = exact.codebook.detach().double()
+    codes = nearest_codes(z.double(), codebook)
+    one_hot = torch.nn.functional.one_hot(codes, 8).double()
+    f = scq_objective(z.double(), codebook, w, codes, 1.0)
+    f_vq = scq_objective(z.double(), codebook, one_hot, codes, 1.0)
+    assert (f <= f_vq * (1 + 1e-6)).all()
+    assert torch.isfinite(out.loss)
+    relaxed = SoftConvexQuantizer(4, 8)
+    relaxed.load_state_dict(exact.state_dict())
+    with pytest.raises(ValueError, match="relaxed solver lost precision"):
+        relaxed(z)
+    relaxed.double()
+    if scale > 1e15:  # beyond 1 / eps of float64 too
+        with pytest.raises(ValueError, match="lost precision in torch.float64"):
+            relaxed(z.double())
+        return
+    # in float64 inputs of 1e10 fit the relaxed solver's arithmetic
+    w64 = relaxed(z.double()).weights.detach()
+    assert (w64 >= 0).all() and torch.allclose(w64.sum(1), torch.ones(20, dtype=w64.dtype))
 
 
 # -- CUDA ------------------------------------------------------------------------------------

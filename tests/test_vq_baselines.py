@@ -7,12 +7,18 @@ torch = pytest.importorskip("torch")
 
 from sklearn.cluster import KMeans  # noqa: E402
 
+from skvq.neural.layers import _bottleneck  # noqa: E402
+from skvq.neural.layers._bottleneck import Bottleneck  # noqa: E402
+from skvq.neural.layers._catalogue import BOTTLENECKS, CATALOGUE, make_bottleneck  # noqa: E402
+from skvq.neural.layers._scq_layer import SoftConvexQuantizer  # noqa: E402
 from skvq.neural.layers._vq_baselines import (  # noqa: E402
     AffineVQ,
     GumbelVQ,
     ResidualVQ,
     VectorQuantize,
 )
+
+ALL_LAYERS = [VectorQuantize, AffineVQ, GumbelVQ, ResidualVQ, SoftConvexQuantizer]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -229,9 +235,11 @@ def test_residual_vq_error_decreases_with_stages(z):
         errors.append(float(out.quantization_error))
         np.testing.assert_allclose(layer.decode_codes(out.codes).detach().numpy(),
                                    out.quantized.detach().numpy(), atol=1e-12)
+        assert out.codes.shape == ((200,) if n_stages == 1 else (200, n_stages))
         stages = layer.stage_codes(out.codes)
-        assert all(int(c.max()) < 8 for c in stages)
-        assert int(out.codes.max()) < layer.n_codes == 8**n_stages
+        assert len(stages) == layer.n_stages == n_stages
+        assert all(c.shape == (200,) and int(c.max()) < 8 for c in stages)
+        assert layer.n_codes == 8
     np.testing.assert_allclose(errors, reference_errors, rtol=1e-10)
     assert errors[0] > errors[1] > errors[2]
 
@@ -252,6 +260,8 @@ def test_residual_vq_gradients(z):
 
 @pytest.mark.parametrize("make", [
     lambda: VectorQuantize(0, 4),
+    lambda: VectorQuantize(4, 4, decay=-0.1),
+    lambda: GumbelVQ(4, 4, straight_through=1),
     lambda: VectorQuantize(4, 0),
     lambda: VectorQuantize(4, 4, commitment_weight=2.0),
     lambda: VectorQuantize(4, 4, threshold_ema_dead_code=-1),
@@ -272,3 +282,302 @@ def test_bad_input_shapes():
         VectorQuantize(4, 8)(torch.zeros(3, 5))
     with pytest.raises(ValueError, match="image_fmap"):
         VectorQuantize(4, 8, image_fmap=True)(torch.zeros(3, 4))
+
+
+# -- every bottleneck: parameters validated once, with the parameter's name ----------------
+@pytest.mark.parametrize("cls", ALL_LAYERS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("name, value, error", [
+    ("dim", "4", TypeError), ("dim", 2.5, TypeError), ("dim", None, TypeError),
+    ("dim", True, TypeError), ("dim", 0, ValueError), ("dim", 4.0, TypeError),
+    ("codebook_size", "8", TypeError), ("codebook_size", -1, ValueError),
+    ("codebook_size", np.float64(8), TypeError),
+    ("image_fmap", "yes", TypeError), ("image_fmap", 1, TypeError),
+])
+def test_shared_parameters_are_validated(cls, name, value, error):
+    params = {"dim": 4, "codebook_size": 8, name: value}
+    with pytest.raises(error, match=f"^{name} must be"):
+        cls(**params)
+
+
+@pytest.mark.parametrize("cls, params", [
+    (VectorQuantize, {"commitment_weight": "x"}), (VectorQuantize, {"commitment_weight": None}),
+    (VectorQuantize, {"threshold_ema_dead_code": float("nan")}),
+    (VectorQuantize, {"decay": float("inf")}), (AffineVQ, {"codebook_steps": 1.5}),
+    (AffineVQ, {"codebook_lr": "0.5"}), (GumbelVQ, {"temperature": None}),
+    (GumbelVQ, {"kl_weight": float("nan")}), (ResidualVQ, {"num_quantizers": "2"}),
+    (ResidualVQ, {"num_quantizers": 2.5}), (SoftConvexQuantizer, {"alpha": "x"}),
+    (SoftConvexQuantizer, {"alpha": None}), (SoftConvexQuantizer, {"solver": None}),
+    (SoftConvexQuantizer, {"tol": "1e-6"}), (SoftConvexQuantizer, {"max_iter": 2.0}),
+    (SoftConvexQuantizer, {"n_steps": True}), (SoftConvexQuantizer, {"codebook_init": 1}),
+], ids=lambda x: getattr(x, "__name__", str(x)))
+def test_own_parameters_are_validated(cls, params):
+    (name,) = params
+    with pytest.raises((TypeError, ValueError), match=f"^{name} must be"):
+        cls(4, 8, **params)
+
+
+def test_numpy_integers_and_reals_are_accepted():
+    layer = VectorQuantize(np.int64(4), np.int32(8), commitment_weight=np.float32(0.5),
+                           decay=1 - 1e-3, image_fmap=np.bool_(False))
+    assert (layer.dim, layer.codebook_size, layer.commitment_weight) == (4, 8, 0.5)
+    assert type(layer.dim) is int and type(layer.commitment_weight) is float
+
+
+@pytest.mark.parametrize("cls", ALL_LAYERS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("size", [{"codebook_size": 10**9}, {"dim": 10**9},
+                                  {"codebook_size": 10**30}])
+def test_oversized_layers_fail_before_allocating(cls, size):
+    params = {"dim": 4, "codebook_size": 8, **size}
+    with pytest.raises(ValueError, match=r"parameters \(.* GB in float32\), above the limit"):
+        cls(**params)
+
+
+def test_residual_vq_size_counts_every_stage(monkeypatch):
+    monkeypatch.setattr(_bottleneck, "MAX_PARAMETER_BYTES", 4 * 1000)
+    VectorQuantize(10, 100)  # 1,000 values: at the limit
+    with pytest.raises(ValueError, match="2 codebooks"):
+        ResidualVQ(10, 100, num_quantizers=2)
+
+
+# -- every bottleneck: input checks in forward ----------------------------------------------
+@pytest.mark.parametrize("cls", ALL_LAYERS, ids=lambda c: c.__name__)
+def test_bad_inputs_give_clear_errors(cls):
+    layer = cls(4, 8)
+    cases = [
+        (torch.zeros(16, 0), ValueError, "dim=4"),
+        (torch.tensor(1.0), ValueError, "0-d"),
+        (torch.zeros(0, 4), ValueError, "empty"),
+        (torch.zeros(2, 3, 0, 4), ValueError, "empty"),
+        (np.zeros((3, 4), dtype=np.float32), TypeError, "torch.Tensor"),
+        (torch.zeros(3, 4, dtype=torch.int64), TypeError, "floating"),
+        (torch.zeros(3, 4, dtype=torch.float64), TypeError, "dtype"),
+        (torch.tensor([[0.0, float("nan"), 0.0, 0.0]]), ValueError, "NaN"),
+        (torch.tensor([[0.0, float("inf"), 0.0, 0.0]]), ValueError, "infinity"),
+        (torch.full((3, 4), 1e30), ValueError, "overflow torch.float32"),
+    ]
+    for z, error, match in cases:
+        with pytest.raises(error, match=match):
+            layer(z)
+    fmap = cls(4, 8, image_fmap=True)
+    with pytest.raises(ValueError, match=r"\(N, d, H, W\)"):
+        fmap(torch.zeros(2, 4, 3))
+    with pytest.raises(ValueError, match="channels"):
+        fmap(torch.zeros(2, 3, 5, 5))
+
+
+def _exact_nearest(z, codebook):
+    """Nearest codeword in exact rational arithmetic: at |z| = 1e30 the float64 distances
+    ||z - c||^2 all round to the same number."""
+    from fractions import Fraction
+
+    def dist(row, c):
+        return sum((Fraction(float(a)) - Fraction(float(b))) ** 2 for a, b in zip(row, c))
+
+    return np.array([min(range(len(codebook)), key=lambda j: dist(row, codebook[j]))
+                     for row in z])
+
+
+@pytest.mark.parametrize("cls", [VectorQuantize, AffineVQ, ResidualVQ, GumbelVQ])
+def test_large_float64_inputs_are_quantized_exactly(cls):
+    """1e30 overflows float32's squared distances but not float64's: the layer works."""
+    layer = _spread_codebook(cls(5, 16).double()) if cls is not ResidualVQ else cls(5, 16)
+    layer = layer.double().eval()
+    gen = torch.Generator().manual_seed(5)
+    z = torch.randn(50, 5, generator=gen, dtype=torch.float64) * 1e30
+    out = layer(z)
+    assert torch.isfinite(out.quantized).all() and torch.isfinite(out.loss)
+    codebook = (layer.layers[0].codebook if cls is ResidualVQ
+                else layer.codebook_vectors()).detach().numpy()
+    first = out.codes[:, 0] if cls is ResidualVQ else out.codes
+    np.testing.assert_array_equal(first.numpy(), _exact_nearest(z.numpy(), codebook))
+
+
+# -- evaluation mode: the output is the codeword, exactly ------------------------------------
+@pytest.mark.parametrize("cls", [VectorQuantize, AffineVQ, GumbelVQ, ResidualVQ])
+def test_eval_output_is_exactly_the_decoded_codes(cls):
+    """vector-quantize-pytorch's test_vq_eval: in evaluation the output is the codeword of the
+    code (here exactly, not only close), for every hard-output bottleneck."""
+    torch.manual_seed(0)
+    layer = cls(16, 32)
+    if cls is AffineVQ:
+        with torch.no_grad():
+            layer.scale.uniform_(0.5, 2.0)
+            layer.shift.normal_()
+    layer.eval()
+    z = torch.randn(4, 50, 16)
+    out = layer(z)
+    assert torch.equal(out.quantized, layer.decode_codes(out.codes))
+    if cls is not ResidualVQ:
+        assert torch.equal(out.quantized, layer.codebook_vectors().detach()[out.codes])
+    # training mode: the straight-through estimator, the same values up to rounding
+    layer.train()
+    if cls is GumbelVQ:
+        return  # in training Gumbel samples its code
+    train = layer(z)
+    assert torch.allclose(train.quantized, layer.decode_codes(train.codes), atol=1e-6)
+
+
+def test_eval_matches_vector_quantize_pytorch():
+    vqp = pytest.importorskip("vector_quantize_pytorch")
+    torch.manual_seed(0)
+    peer = vqp.VectorQuantize(dim=16, codebook_size=64, decay=0.8, commitment_weight=1.0)
+    layer = VectorQuantize(16, 64, commitment_weight=1.0)
+    with torch.no_grad():
+        layer.codebook.copy_(torch.randn(64, 16))
+        peer.codebook = layer.codebook.detach().clone()
+    peer.eval()
+    layer.eval()
+    x = torch.randn(1, 1024, 16)
+    quantized, indices, _ = peer(x)
+    out = layer(x)
+    assert torch.equal(out.codes, indices)
+    assert torch.equal(out.quantized, peer.get_output_from_indices(indices))
+    assert torch.allclose(out.quantized, quantized)
+
+
+def test_residual_vq_matches_vector_quantize_pytorch_in_eval():
+    vqp = pytest.importorskip("vector_quantize_pytorch")
+    torch.manual_seed(0)
+    peer = vqp.ResidualVQ(dim=8, num_quantizers=3, codebook_size=32)
+    layer = ResidualVQ(8, 32, num_quantizers=3)
+    with torch.no_grad():
+        for q in range(3):
+            codebook = torch.randn(32, 8) / (q + 1)
+            layer.layers[q].codebook.copy_(codebook)
+            peer.layers[q].codebook = codebook
+    peer.eval()
+    layer.eval()
+    x = torch.randn(2, 100, 8)
+    quantized, indices, _ = peer(x)
+    out = layer(x)
+    assert out.codes.shape == indices.shape == (2, 100, 3)
+    assert torch.equal(out.codes, indices)
+    assert torch.allclose(out.quantized, quantized, atol=1e-6)
+    assert torch.allclose(layer.decode_codes(out.codes), peer.get_output_from_indices(indices),
+                          atol=1e-6)
+
+
+# -- residual VQ: one code per stage, statistics per stage -----------------------------------
+def _greedy_residual_codes(z, codebooks):
+    """Brute-force residual coding with fixed codebooks (float64)."""
+    residual, codes = z.copy(), []
+    for codebook in codebooks:
+        k = _brute_force_nearest(residual, codebook)
+        codes.append(k)
+        residual = residual - codebook[k]
+    return np.stack(codes, 1)
+
+
+@pytest.mark.parametrize("n_stages, k", [(8, 128), (8, 1024), (3, 1024)])
+def test_residual_vq_many_stages_codes_and_statistics(n_stages, k):
+    """The sizes whose combined code (sum k_q K^q) needed a 5.7e17-byte histogram, or
+    overflowed int64 (1024**8 = 2**80): codes are per stage, counted per stage."""
+    torch.manual_seed(1)
+    layer = ResidualVQ(6, k, num_quantizers=n_stages).double()
+    with torch.no_grad():
+        for q, stage in enumerate(layer.layers):
+            stage.codebook.copy_(torch.randn(k, 6, dtype=torch.float64) * 0.5**q)
+    z = torch.randn(300, 6, dtype=torch.float64)
+    out = layer.eval()(z)
+    codebooks = [stage.codebook.detach().numpy() for stage in layer.layers]
+    expected = _greedy_residual_codes(z.numpy(), codebooks)
+    np.testing.assert_array_equal(out.codes.numpy(), expected)
+    rec = sum(c[expected[:, q]] for q, c in enumerate(codebooks))
+    np.testing.assert_allclose(out.quantized.detach().numpy(), rec, atol=1e-12)
+    perplexities, usages = [], []
+    for q in range(n_stages):
+        counts = np.bincount(expected[:, q], minlength=k)
+        p = counts[counts > 0] / counts.sum()
+        perplexities.append(np.exp(-(p * np.log(p)).sum()))
+        usages.append((counts > 0).mean())
+    assert float(out.perplexity) == pytest.approx(np.mean(perplexities))
+    assert float(out.usage) == pytest.approx(np.mean(usages))
+    # training: forward and backward at these sizes too
+    layer.train()
+    zz = z.clone().requires_grad_()
+    train = layer(zz)
+    (train.quantized.sum() + train.loss).backward()
+    assert torch.isfinite(zz.grad).all()
+
+
+def test_residual_vq_image_fmap_codes_have_a_stage_axis():
+    layer = ResidualVQ(4, 8, num_quantizers=3, image_fmap=True).eval()
+    z = torch.randn(2, 4, 5, 6)
+    out = layer(z)
+    assert out.codes.shape == (2, 5, 6, 3)
+    assert torch.equal(layer.decode_codes(out.codes), out.quantized)
+    flat = ResidualVQ(4, 8, num_quantizers=3).eval()
+    flat.load_state_dict(layer.state_dict())
+    ref = flat(z.permute(0, 2, 3, 1))
+    assert torch.equal(ref.codes, out.codes)
+
+
+def test_decode_codes_checks_its_input():
+    layer = ResidualVQ(4, 8, num_quantizers=2)
+    with pytest.raises(ValueError, match="stage axis"):
+        layer.decode_codes(torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[0, 7\]"):
+        layer.decode_codes(torch.full((5, 2), 8))
+    with pytest.raises(TypeError, match="integer"):
+        VectorQuantize(4, 8).decode_codes(torch.zeros(5))
+
+
+# -- the interface the estimators use -----------------------------------------------------
+@pytest.mark.parametrize("cls", [SoftConvexQuantizer, GumbelVQ])
+def test_weights_flat_layout_round_trip_on_feature_maps(cls):
+    torch.manual_seed(0)
+    layer = cls(4, 8, image_fmap=True).double().eval()
+    z = torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    out = layer(z)
+    flat = layer.weights_to_flat(out.weights)
+    assert flat.shape == (30, 8)
+    # row order is the codes' order: the argmax of each row is that vector's code
+    assert torch.equal(flat.argmax(1), out.codes.reshape(-1))
+    assert torch.equal(layer.weights_from_flat(flat, out.codes.shape), out.weights)
+    assert torch.equal(layer.flat_weights(out), flat)
+    np.testing.assert_allclose(layer.decode_weights(out.weights).detach().numpy(),
+                               np.einsum("nkhw,kd->ndhw", out.weights.detach().numpy(),
+                                         layer.codebook.detach().numpy()), atol=1e-12)
+
+
+def test_hard_bottlenecks_give_one_hot_weights_and_stages():
+    layer = _spread_codebook(VectorQuantize(4, 8)).eval()
+    out = layer(torch.randn(3, 7, 4))
+    assert layer.n_stages == 1 and layer.has_codebook_weights
+    assert layer.code_shape((3, 7)) == (3, 7)
+    np.testing.assert_array_equal(layer.flat_weights(out).numpy(),
+                                  np.eye(8)[out.codes.reshape(-1).numpy()])
+    assert [c.shape for c in layer.stage_codes(out.codes)] == [(3, 7)]
+    rvq = ResidualVQ(4, 8, num_quantizers=3).eval()
+    out = rvq(torch.randn(3, 7, 4))
+    assert rvq.n_stages == 3 and not rvq.has_codebook_weights
+    assert rvq.code_shape((3, 7)) == (3, 7, 3) == out.codes.shape
+    assert [c.shape for c in rvq.stage_codes(out.codes)] == [(3, 7)] * 3
+    with pytest.raises(ValueError, match="3 codebooks"):
+        rvq.flat_weights(out)
+    with pytest.raises(ValueError, match="3 codebooks"):
+        rvq.decode_weights(torch.zeros(3, 8))
+
+
+# -- the catalogue ---------------------------------------------------------------------------
+def test_catalogue_is_the_one_table():
+    assert BOTTLENECKS == tuple(CATALOGUE)
+    for name, entry in CATALOGUE.items():
+        assert issubclass(entry.cls, Bottleneck)
+        assert entry.table1_row and entry.description
+        layer = make_bottleneck(name, 4, 8, commitment_weight=0.4)
+        assert type(layer) is entry.cls
+        for key, value in entry.preset.items():
+            assert getattr(layer, key) == value
+        if hasattr(layer, "commitment_weight"):
+            assert layer.commitment_weight == 0.4
+    assert make_bottleneck("rvq", 4, 8, num_quantizers=5).n_stages == 5
+    assert make_bottleneck("vq_replace", 4, 8, threshold_ema_dead_code=3.0) \
+        .threshold_ema_dead_code == 3.0  # params override the preset
+
+
+def test_make_bottleneck_errors_name_the_problem():
+    with pytest.raises(ValueError, match="must be one of 'scq'"):
+        make_bottleneck("kmeans", 4, 8)
+    with pytest.raises(ValueError, match="'vq' .* does not take 'alpha'.*decay"):
+        make_bottleneck("vq", 4, 8, alpha=1.0)

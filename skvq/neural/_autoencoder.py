@@ -25,67 +25,10 @@ from torch import nn
 
 from ..base import BaseQuantizer
 from ._torch_utils import TorchQuantizerMixin
-from .layers._vq_baselines import AffineVQ, GumbelVQ, ResidualVQ, VectorQuantize
+from .layers._bottleneck import check_parameter_memory
+from .layers._catalogue import BOTTLENECKS, CATALOGUE, make_bottleneck
 
 __all__ = ["SCQ", "VQAutoencoder", "make_bottleneck"]
-
-BOTTLENECKS = ("scq", "vq", "vq_replace", "vq_affine", "vq_replace_affine", "gumbel", "rvq")
-
-# Usage threshold of the dead-code replacement rows ("+ Rep"): a codeword used less than
-# once per batch on average is reset (vector-quantize-pytorch's examples use 1 to 2).
-_DEAD_CODE_THRESHOLD = 1.0
-
-
-def make_bottleneck(name, dim, codebook_size, image_fmap=False, commitment_weight=0.25,
-                    **params):
-    """A bottleneck module by name (one row of the SCQ paper's Table 1).
-
-    Parameters
-    ----------
-    name : {"scq", "vq", "vq_replace", "vq_affine", "vq_replace_affine", "gumbel", "rvq"}
-        ``"scq"``: :class:`~skvq.neural.SoftConvexQuantizer`; ``"vq"``: VQ-VAE (STE and
-        eq. 5); ``"vq_replace"``: VQ with dead-code replacement; ``"vq_affine"``: VQ with an
-        affine codebook and alternating optimization (Huh et al., 2023);
-        ``"vq_replace_affine"``: both; ``"gumbel"``: Gumbel-softmax VQ; ``"rvq"``: residual
-        VQ (two stages unless ``num_quantizers`` is given).
-    dim : int
-        Latent vector length.
-    codebook_size : int
-        Codewords ``K`` (per stage for ``"rvq"``).
-    image_fmap : bool, default=False
-        The bottleneck receives ``(N, dim, H, W)`` feature maps.
-    commitment_weight : float, default=0.25
-        :math:`\\beta` of eq. (5), for the bottlenecks that have it (all but ``"gumbel"``;
-        SCQ's layer uses it for the same two terms on ``C P*``).
-    **params
-        Further keyword arguments of the bottleneck's constructor (``alpha`` and ``solver``
-        for SCQ, ``temperature`` for Gumbel, ``num_quantizers`` for RVQ, ...).
-
-    Returns
-    -------
-    bottleneck : Bottleneck
-    """
-    vq = {"commitment_weight": commitment_weight}
-    replace = {"threshold_ema_dead_code": _DEAD_CODE_THRESHOLD}
-    if name == "scq":
-        from .layers._scq_layer import SoftConvexQuantizer
-
-        return SoftConvexQuantizer(dim, codebook_size, image_fmap=image_fmap, **{**vq, **params})
-    if name == "vq":
-        return VectorQuantize(dim, codebook_size, image_fmap=image_fmap, **{**vq, **params})
-    if name == "vq_replace":
-        return VectorQuantize(dim, codebook_size, image_fmap=image_fmap,
-                              **{**vq, **replace, **params})
-    if name == "vq_affine":
-        return AffineVQ(dim, codebook_size, image_fmap=image_fmap, **{**vq, **params})
-    if name == "vq_replace_affine":
-        return AffineVQ(dim, codebook_size, image_fmap=image_fmap,
-                        **{**vq, **replace, **params})
-    if name == "gumbel":
-        return GumbelVQ(dim, codebook_size, image_fmap=image_fmap, **params)
-    if name == "rvq":
-        return ResidualVQ(dim, codebook_size, image_fmap=image_fmap, **{**vq, **params})
-    raise ValueError(f"bottleneck must be one of {BOTTLENECKS}, got {name!r}.")
 
 
 def _perplexity(mass):
@@ -244,8 +187,10 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
         """
         X, _ = self._validate_fit_data(X)
         image_shape = self._check_image_shape(X.shape[1])
+        self._check_network_size(X.shape[1], image_shape)
         self._fit_dtype = X.dtype
         self._fit_scaling(X)
+        Xs = self._scale(X)
         self._start_torch_fit()
         module = self._build_module(X.shape[1], image_shape)
         name, _ = self._bottleneck_spec()
@@ -263,12 +208,12 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
             verbose=int(self.verbose),
             torch_load_kwargs={"weights_only": False},
         )
-        Xs = self._scale(X)
         self.net_.fit(Xs, Xs)
         self.net_.module_.eval()
         bottleneck = self.net_.module_.bottleneck
         self.n_codes_ = int(bottleneck.n_codes)
-        self.bits_per_sample_ = float(self.n_latent_positions_ * math.log2(self.n_codes_))
+        self.n_stages_ = int(bottleneck.n_stages)
+        self.bits_per_sample_ = float(self._n_code_columns() * math.log2(self.n_codes_))
         self.n_iter_ = len(self.net_.history)
         self.bottleneck_name_ = name
         return self
@@ -293,8 +238,40 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
         self.n_latent_positions_ = self.latent_shape_[0] * self.latent_shape_[1]
         return shape
 
+    def _check_network_size(self, n_features, image_shape):
+        """Refuse, before allocating anything, a network whose parameters would exceed the
+        layers' limit (size parameters such as ``hidden_size=10**9``): the network is
+        built on torch's ``meta`` device, which allocates no memory, and its parameters
+        are counted. The bottleneck refuses an oversized codebook in its constructor."""
+        sizes = (f"hidden_size={self.hidden_size}, latent_dim={self.latent_dim}, "
+                 f"codebook_size={self.codebook_size}, "
+                 + (f"n_latents={self.n_latents}" if image_shape is None
+                    else f"image_shape={image_shape}"))
+        # Each size parameter alone is a lower bound of the parameter count (a hidden layer
+        # of hidden_size units, a codebook row of latent_dim values, ...): refusing on it
+        # first keeps sizes beyond int64 away from torch.
+        used = [self.hidden_size, self.latent_dim, self.codebook_size]
+        if image_shape is None:
+            used.append(self.n_latents)
+        check_parameter_memory(max(int(v) for v in used), type(self).__name__, sizes)
+        try:
+            with torch.device("meta"):
+                module = self._build_module(n_features, image_shape)
+        except (RuntimeError, OverflowError, MemoryError) as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"{type(self).__name__} cannot build its network with {sizes}: "
+                             f"{first_line}") from exc
+        n_values = sum(t.numel() for t in module.parameters())
+        check_parameter_memory(n_values, type(self).__name__, sizes)
+
     def _build_module(self, n_features, image_shape):
         name, params = self._bottleneck_spec()
+        own = {"dim": "latent_dim", "codebook_size": "codebook_size",
+               "image_fmap": "image_shape", "commitment_weight": "commitment_weight"}
+        for key in params:
+            if key in own:
+                raise ValueError(f"bottleneck_params may not set {key!r}: it comes from "
+                                 f"{type(self).__name__}'s {own[key]} parameter.")
         d, h = int(self.latent_dim), int(self.hidden_size)
         bottleneck = make_bottleneck(name, d, int(self.codebook_size),
                                      image_fmap=image_shape is not None,
@@ -309,23 +286,46 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
 
     # -- scaling --------------------------------------------------------------------------
     def _fit_scaling(self, X):
+        """``offset_`` and ``scale_`` per feature; finite for any finite ``X``, even near the
+        float64 limit (where sums of squares overflow: the statistics of ``X / max|X|``,
+        scaled back)."""
         n_features = X.shape[1]
         if self.scaling is None:
             self.offset_ = np.zeros(n_features)
             self.scale_ = np.ones(n_features)
-        elif self.scaling == "standard":
-            self.offset_ = X.mean(0, dtype=np.float64)
-            std = X.std(0, dtype=np.float64)
-            self.scale_ = np.where(std > 0, std, 1.0)
-        else:  # "minmax": each feature's training range to [-1, 1]
-            low, high = X.min(0).astype(np.float64), X.max(0).astype(np.float64)
-            self.offset_ = (low + high) / 2
-            half = (high - low) / 2
-            self.scale_ = np.where(half > 0, half, 1.0)
+            return
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.scaling == "standard":
+                offset = X.mean(0, dtype=np.float64)
+                scale = X.std(0, dtype=np.float64)
+                if not (np.all(np.isfinite(offset)) and np.all(np.isfinite(scale))):
+                    # sums of squares overflowed: the same statistics of X / max|X|
+                    peak = np.max(np.abs(X), axis=0).astype(np.float64)
+                    peak = np.where(peak > 0, peak, 1.0)
+                    Y = X / peak
+                    offset = Y.mean(0, dtype=np.float64) * peak
+                    scale = Y.std(0, dtype=np.float64) * peak
+            else:  # "minmax": each feature's training range to [-1, 1]
+                low, high = X.min(0).astype(np.float64), X.max(0).astype(np.float64)
+                # halves first (exact): high - low overflows for data spanning float64's range
+                offset = high / 2 + low / 2
+                scale = high / 2 - low / 2
+        self.offset_ = offset
+        self.scale_ = np.where(scale > 0, scale, 1.0)
 
     def _scale(self, X):
-        # Always a fresh, writable float32 array (torch warns on read-only buffers).
-        return ((X - self.offset_) / self.scale_).astype(np.float32)
+        """``(X - offset_) / scale_`` as a fresh, writable float32 array (torch warns on
+        read-only buffers); ValueError when finite values overflow float32 once scaled."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            Xs = ((np.asarray(X, dtype=np.float64) - self.offset_) / self.scale_).astype(
+                np.float32)
+        if not np.all(np.isfinite(Xs)):
+            peak = float(np.max(np.abs(np.asarray(X, dtype=np.float64))))
+            raise ValueError(
+                f"X has values (|x| up to {peak:.3g}) that overflow float32 after the scaling "
+                f"(scaling={self.scaling!r}), and the network computes in float32; bring X "
+                "to a moderate range, or use a scaling fitted on data of this range.")
+        return Xs
 
     def _unscale(self, Xs):
         return (Xs.astype(np.float64) * self.scale_ + self.offset_).astype(self._fit_dtype)
@@ -339,8 +339,10 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
         return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=self.device_)
 
     def _codes_layout(self, codes):
-        """``(N, n_latent_positions)`` codes as the bottleneck's ``(N, *latent_shape_)``."""
-        return codes.reshape(codes.shape[0], *self.latent_shape_)
+        """``(N, n_code_columns)`` codes in the bottleneck's layout (``(N, *latent_shape_)``,
+        plus the stage axis of a multi-stage bottleneck)."""
+        lead = (codes.shape[0], *self.latent_shape_)
+        return codes.reshape(self._module.bottleneck.code_shape(lead))
 
     def _bottleneck_output(self, X):
         """Bottleneck output of validated rows ``X`` (eval mode, no gradient)."""
@@ -351,7 +353,7 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
 
     # -- the contract's hooks -------------------------------------------------------------
     def _n_code_columns(self):
-        return self.n_latent_positions_
+        return self.n_latent_positions_ * self.n_stages_
 
     def _code_cardinality(self):
         return self.n_codes_
@@ -369,6 +371,8 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
         return codes.cpu().numpy().astype(self._code_dtype())
 
     def _decode(self, codes):
+        if codes.shape[0] == 0:
+            return np.empty((0, self.n_features_in_), dtype=self._fit_dtype)
         module = self._module
         module.eval()
         with torch.no_grad():
@@ -397,22 +401,20 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        if isinstance(self._module.bottleneck, ResidualVQ):
-            raise ValueError("bottleneck='rvq' has no soft weights over one codebook; use "
-                             "transform for its codes.")
+        self._require_codebook_weights()
+        bottleneck = self._module.bottleneck
         k = int(self.codebook_size)
         out = np.empty((X.shape[0], self.n_latent_positions_, k), dtype=np.float32)
         for rows in self._row_batches(X.shape[0]):
-            result = self._bottleneck_output(X[rows])
-            n = result.codes.shape[0]
-            if result.weights is None:
-                w = torch.nn.functional.one_hot(result.codes.reshape(n, -1), k)
-            elif result.weights.ndim == 4:  # (N, K, H, W) feature maps
-                w = result.weights.permute(0, 2, 3, 1).reshape(n, -1, k)
-            else:
-                w = result.weights.reshape(n, -1, k)
-            out[rows] = w.float().cpu().numpy()
+            w = bottleneck.flat_weights(self._bottleneck_output(X[rows]))
+            out[rows] = w.reshape(-1, self.n_latent_positions_, k).float().cpu().numpy()
         return out
+
+    def _require_codebook_weights(self):
+        if not self._module.bottleneck.has_codebook_weights:
+            raise ValueError(
+                f"bottleneck={self.bottleneck_name_!r} has {self.n_stages_} codebooks "
+                "(stages), so no weights over one codebook; use transform for its codes.")
 
     def inverse_transform(self, X):
         """Reconstruct data from hard codes or from soft weights.
@@ -445,18 +447,17 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
                              f"{expected[1]}), got {weights.shape}.")
         if not np.all(np.isfinite(weights)):
             raise ValueError("weights must be finite.")
-        if isinstance(self._module.bottleneck, ResidualVQ):
-            raise ValueError("bottleneck='rvq' cannot decode soft weights.")
+        self._require_codebook_weights()
         module = self._module
         module.eval()
+        bottleneck = module.bottleneck
         out = np.empty((weights.shape[0], self.n_features_in_), dtype=self._fit_dtype)
         with torch.no_grad():
             for rows in self._row_batches(weights.shape[0]):
                 w = self._tensor(weights[rows])
-                n = w.shape[0]
-                if self.image_shape is not None:
-                    w = w.reshape(n, *self.latent_shape_, -1).permute(0, 3, 1, 2)
-                latent = module.bottleneck.decode_weights(w)
+                lead = (w.shape[0], *self.latent_shape_)
+                latent = bottleneck.decode_weights(
+                    bottleneck.weights_from_flat(w.reshape(-1, w.shape[-1]), lead))
                 out[rows] = self._unscale(module.decoder(latent).cpu().numpy())
         return out
 
@@ -496,28 +497,27 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
         n_vectors = 0
         counts = mass = None
         k = int(self.codebook_size)
+        bottleneck = module.bottleneck
         with torch.no_grad():
             for rows in self._row_batches(X.shape[0]):
                 xs = self._tensor(self._scale(X[rows]))
                 z = module.encoder(xs)
-                out = module.bottleneck(z)
+                out = bottleneck(z)
                 rec_sq += float((module.decoder(out.quantized) - xs).pow(2).sum())
-                code_rec = module.decoder(module.bottleneck.decode_codes(out.codes))
+                code_rec = module.decoder(bottleneck.decode_codes(out.codes))
                 code_sq += float((code_rec - xs).pow(2).sum())
-                n_vec = out.codes.numel()
+                n_vec = xs.shape[0] * self.n_latent_positions_
                 q_err += float(out.quantization_error) * n_vec
                 n_vectors += n_vec
                 batch_counts = np.stack([
                     torch.bincount(c.reshape(-1), minlength=k).cpu().numpy()
-                    for c in self._stage_codes(out.codes)])
+                    for c in bottleneck.stage_codes(out.codes)])
                 counts = batch_counts if counts is None else counts + batch_counts
                 if out.weights is None:
                     batch_mass = batch_counts.astype(np.float64)
                 else:
-                    w = out.weights
-                    if w.ndim == 4:  # (N, K, H, W) feature maps
-                        w = w.permute(0, 2, 3, 1)
-                    batch_mass = w.reshape(-1, k).double().sum(0).cpu().numpy()[None]
+                    w = bottleneck.weights_to_flat(out.weights)
+                    batch_mass = w.double().sum(0).cpu().numpy()[None]
                 mass = batch_mass if mass is None else mass + batch_mass
         return {
             "reconstruction_mse": rec_sq / X.size,
@@ -527,13 +527,6 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
             "soft_perplexity": _perplexity(mass),
             "usage": float((counts > 0).mean()),
         }
-
-    def _stage_codes(self, codes):
-        """Codes per codebook: one array, or one per stage for residual VQ."""
-        bottleneck = self._module.bottleneck
-        if isinstance(bottleneck, ResidualVQ):
-            return bottleneck.stage_codes(codes)
-        return [codes]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -592,13 +585,17 @@ _ATTRIBUTES_DOC = """
     device_ : str
         The device the network lives on.
     n_latent_positions_ : int
-        Latent vectors per sample, the number of code columns.
+        Latent vectors per sample.
     latent_shape_ : tuple of int
         ``(n_latents,)``, or the latent map's ``(H', W')``.
+    n_stages_ : int
+        Codes per latent position: 1, or ``num_quantizers`` for residual VQ. ``transform``
+        gives ``n_latent_positions_ * n_stages_`` code columns, the stages of each position
+        next to each other.
     n_codes_ : int
-        Distinct hard codes per position (``codebook_size``, or ``K**num_quantizers``).
+        Values of each code (``codebook_size``).
     bits_per_sample_ : float
-        ``n_latent_positions_ * log2(n_codes_)``.
+        ``n_latent_positions_ * n_stages_ * log2(n_codes_)``.
     offset_, scale_ : ndarray of shape (n_features_in,)
         The input scaling, ``(X - offset_) / scale_``.
     n_iter_ : int
@@ -609,6 +606,12 @@ _ATTRIBUTES_DOC = """
         Number of features seen in ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen in ``fit``, when ``X`` has string column names."""
+
+
+_BOTTLENECK_NAMES = ", ".join(f'"{name}"' for name in BOTTLENECKS)
+_BOTTLENECK_ROWS = "\n".join(
+    f'        - ``"{name}"`` ({entry.table1_row}): {entry.description}.'
+    for name, entry in CATALOGUE.items())
 
 
 class VQAutoencoder(_QuantizedAutoencoderBase):
@@ -624,13 +627,14 @@ class VQAutoencoder(_QuantizedAutoencoderBase):
 
     Parameters
     ----------
-    bottleneck : {{"scq", "vq", "vq_replace", "vq_affine", "vq_replace_affine", "gumbel", \
-"rvq"}}, default="vq"
-        ``"vq"``: VQ-VAE, STE and eq. (5); ``"vq_replace"``: plus dead-code replacement;
-        ``"vq_affine"``: affine codebook and alternating optimization (Huh et al., 2023);
-        ``"vq_replace_affine"``: both; ``"gumbel"``: Gumbel-softmax VQ; ``"rvq"``:
-        residual VQ (2 stages; ``bottleneck_params={{"num_quantizers": Q}}``); ``"scq"``:
-        soft convex quantization (use :class:`SCQ` for its parameters).{_SHARED_DOC}
+    bottleneck : {{{_BOTTLENECK_NAMES}}}, default="vq"
+        The quantizer, one row of the catalogue of bottlenecks
+        (:mod:`skvq.neural.layers._catalogue`), with the SCQ paper's Table 1 row:
+
+{_BOTTLENECK_ROWS}
+
+        Their parameters beyond the shared ones go in ``bottleneck_params`` (for example
+        ``{{"num_quantizers": 4}}`` for ``"rvq"``).{_SHARED_DOC}
 {_ATTRIBUTES_DOC}
 
     See Also

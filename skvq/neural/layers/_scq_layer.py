@@ -8,13 +8,12 @@ the forward pass and differentiated in the backward pass. The solvers are in
 This module imports torch: import it only from code that already needs torch.
 """
 
-import math
-
 import torch
 from torch.nn import functional as F
 
-from ._bottleneck import Bottleneck, FlatQuantization
-from ._simplex import nearest_codes, scq_exact, scq_relaxed
+from ._bottleneck import Bottleneck, FlatQuantization, check_param
+from ._kernels import nearest_codeword
+from ._simplex import scq_exact, scq_relaxed
 
 __all__ = ["SoftConvexQuantizer"]
 
@@ -83,6 +82,9 @@ class SoftConvexQuantizer(Bottleneck):
         when the batch holds fewer than ``K``), so that the codebook's convex hull, which
         SCQ reproduces exactly, starts around the data (vector-quantize-pytorch's
         ``kmeans_init`` serves the same purpose for VQ). Draws use torch's global generator.
+        A forward pass in evaluation mode before that first training batch raises a
+        ``RuntimeError`` (the codebook would be the placeholder); a state dict of an
+        initialised layer (``load_state_dict``) initialises it too.
 
     Attributes
     ----------
@@ -108,6 +110,13 @@ class SoftConvexQuantizer(Bottleneck):
     iteration costs one ``M x d x K`` product and batched ``|S| x |S|`` Cholesky
     factorisations, and the number of iterations grows with ``||C||_2^2 / lambda``.
 
+    Inputs are checked as by every :class:`~skvq.neural.layers._bottleneck.Bottleneck`
+    (dtype, shape, finite values small enough not to overflow squared distances). The
+    weights returned are checked too: when the solver's float arithmetic cannot represent
+    the problem (inputs many orders of magnitude beyond the codewords' scale relative to
+    ``alpha``, where the relaxed solver's unconstrained weights exceed ``1 / eps``), a
+    ``ValueError`` says so instead of returning weights off the simplex.
+
     The forward pass returns a :class:`~skvq.neural.layers._bottleneck.BottleneckOutput`:
     ``quantized`` (:math:`C p^\star` in the input's layout), ``codes`` (the hard codes
     ``argmax p``), ``weights`` (:math:`p^\star`, the codeword axis where the vector axis
@@ -132,34 +141,19 @@ class SoftConvexQuantizer(Bottleneck):
                  max_iter=None, commitment_weight=0.25, image_fmap=False,
                  codebook_init="uniform"):
         super().__init__(dim, codebook_size, image_fmap=image_fmap)
-        alpha = float(alpha)
-        if not (alpha > 0 and math.isfinite(alpha)):
-            raise ValueError(
-                f"alpha (the paper's lambda) must be positive and finite, got {alpha}.")
-        if solver not in ("relaxed", "exact"):
-            raise ValueError(f"solver must be 'relaxed' or 'exact', got {solver!r}.")
-        if n_steps is not None:
-            if solver != "relaxed":
-                raise ValueError("n_steps (the paper's m alternating projection steps) applies "
-                                 "only to solver='relaxed'.")
-            if isinstance(n_steps, bool) or int(n_steps) != n_steps or int(n_steps) < 1:
-                raise ValueError(f"n_steps must be None or a positive integer, got {n_steps}.")
-            n_steps = int(n_steps)
-        if not (float(tol) > 0 and math.isfinite(float(tol))):
-            raise ValueError(f"tol must be positive, got {tol}.")
-        if max_iter is not None and (isinstance(max_iter, bool) or int(max_iter) != max_iter
-                                     or int(max_iter) < 1):
-            raise ValueError(f"max_iter must be None or a positive integer, got {max_iter}.")
-        if codebook_init not in ("uniform", "data"):
-            raise ValueError(f"codebook_init must be 'uniform' or 'data', got {codebook_init!r}.")
-        if not 0.0 <= float(commitment_weight) <= 1.0:
-            raise ValueError(f"commitment_weight must be in [0, 1], got {commitment_weight}.")
-        self.alpha = alpha
-        self.solver = solver
-        self.n_steps = n_steps
-        self.tol = float(tol)
-        self.max_iter = None if max_iter is None else int(max_iter)
-        self.commitment_weight = float(commitment_weight)
+        # alpha is the paper's lambda
+        self.alpha = check_param("alpha", alpha, "real", low=0.0, closed="neither")
+        self.solver = check_param("solver", solver, "option", options=("relaxed", "exact"))
+        self.n_steps = check_param("n_steps", n_steps, "int", low=1, allow_none=True)
+        if self.n_steps is not None and self.solver != "relaxed":
+            raise ValueError("n_steps (the paper's m alternating projection steps) applies "
+                             "only to solver='relaxed'.")
+        self.tol = check_param("tol", tol, "real", low=0.0, closed="neither")
+        self.max_iter = check_param("max_iter", max_iter, "int", low=1, allow_none=True)
+        self.commitment_weight = check_param("commitment_weight", commitment_weight, "real",
+                                             low=0.0, high=1.0)
+        codebook_init = check_param("codebook_init", codebook_init, "option",
+                                    options=("uniform", "data"))
         self.codebook = self._uniform_codebook()
         self.codebook_init = codebook_init
         self.register_buffer("initialized", torch.tensor(codebook_init == "uniform"))
@@ -182,23 +176,33 @@ class SoftConvexQuantizer(Bottleneck):
                 f"solver={self.solver!r}, n_steps={self.n_steps}, "
                 f"codebook_init={self.codebook_init!r}")
 
-    def _check_input(self, z):
-        if not torch.is_floating_point(z):
-            raise TypeError(f"SoftConvexQuantizer expects floating-point input, got {z.dtype}.")
-        if z.dtype != self.codebook.dtype:
-            raise TypeError(f"input dtype {z.dtype} differs from the codebook's "
-                            f"{self.codebook.dtype}; convert one of them (e.g. layer.double()).")
-        if z.shape[0] == 0:
-            raise ValueError("SoftConvexQuantizer received an empty batch (0 vectors).")
-        if not bool(torch.isfinite(z).all()):
-            raise ValueError("SoftConvexQuantizer input contains NaN or infinity.")
+    def _check_weights(self, z, weights):
+        """Weights on the simplex (their sum; ``n_steps`` weights may be negative), or a
+        ``ValueError``: float rounding can make the solvers' answer meaningless when the
+        unconstrained weights reach ``1 / eps``."""
+        with torch.no_grad():
+            deviation = float((weights.detach().sum(1) - 1.0).abs().amax())
+        if deviation <= 1e-3:  # NaN fails too
+            return
+        raise ValueError(
+            f"SoftConvexQuantizer's {self.solver} solver lost precision in "
+            f"{weights.dtype}: its weights sum to 1 +- {deviation:.3g} instead of 1, for "
+            f"inputs up to {float(z.detach().abs().amax()):.3g} against codewords up to "
+            f"{float(self.codebook.detach().abs().amax()):.3g} with alpha={self.alpha:g}. "
+            "Scale the inputs towards the codebook's range, use a larger alpha or "
+            "solver='exact'" + ("." if weights.dtype == torch.float64
+                                else ", or float64 (layer.double())."))
 
     def _quantize_flat(self, z):
-        self._check_input(z)
-        if self.training and not bool(self.initialized):
+        if not bool(self.initialized):
+            if not self.training:
+                raise RuntimeError(
+                    "SoftConvexQuantizer(codebook_init='data') has not been initialised: its "
+                    "codebook is drawn from the first batch in training mode (layer.train()), "
+                    "or loaded with the state dict of an initialised layer.")
             self._init_from_data(z.detach())
         codebook = self.codebook
-        codes_vq = nearest_codes(z.detach(), codebook.detach())
+        codes_vq = nearest_codeword(z.detach(), codebook.detach())
         if self.solver == "exact":
             quantized, weights, info = scq_exact(
                 z, codebook, self.alpha, codes=codes_vq, tol=self.tol, max_iter=self.max_iter,
@@ -207,6 +211,7 @@ class SoftConvexQuantizer(Bottleneck):
         else:
             quantized, weights = scq_relaxed(z, codebook, self.alpha, codes=codes_vq,
                                              n_steps=self.n_steps)
+        self._check_weights(z, weights)
         codes = weights.detach().argmax(1)
         beta = self.commitment_weight
         loss = ((1.0 - beta) * F.mse_loss(quantized, z.detach())

@@ -5,16 +5,8 @@ Every class here is a :class:`~skvq.neural.layers._bottleneck.Bottleneck`: it ta
 and returns a :class:`~skvq.neural.layers._bottleneck.BottleneckOutput`, exactly as
 ``SoftConvexQuantizer`` does, so that one autoencoder can be trained with any of them.
 
-========================  ==================================================================
-Table 1 row               bottleneck
-========================  ==================================================================
-VQVAE                     ``VectorQuantize()``
-VQVAE + Rep               ``VectorQuantize(threshold_ema_dead_code=1.0)``
-VQVAE + Affine + OPT      ``AffineVQ()``
-VQVAE + Rep + Affine+OPT  ``AffineVQ(threshold_ema_dead_code=1.0)``
-Gumbel-VQVAE              ``GumbelVQ()``
-RQVAE                     ``ResidualVQ(num_quantizers=2)``
-========================  ==================================================================
+The Table 1 row each configuration stands for is in the catalogue of bottlenecks,
+:mod:`skvq.neural.layers._catalogue` (``make_bottleneck("vq_replace", ...)`` and so on).
 
 Names and parameter names follow lucidrains' vector-quantize-pytorch where it has the same
 concept (``codebook_size``, ``dim``, ``commitment_weight``, ``threshold_ema_dead_code``,
@@ -29,18 +21,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._bottleneck import Bottleneck, FlatQuantization
+from ._bottleneck import Bottleneck, FlatQuantization, check_param
 from ._kernels import nearest_codeword, squared_distances
 
-__all__ = ["AffineVQ", "GumbelVQ", "ResidualVQ", "VectorQuantize", "nearest_codeword"]
+__all__ = ["AffineVQ", "GumbelVQ", "ResidualVQ", "VectorQuantize"]
 
 
 class VectorQuantize(Bottleneck):
     r"""VQ-VAE's vector quantizer: nearest codeword, straight-through gradient, eq. (5).
 
-    Forward (SCQ paper, eq. 1): ``k = argmin_j ||z - c_j||`` and ``z_q = c_k``. The decoder
-    receives ``z + sg[z_q - z]`` (the straight-through estimator, STE): ``z_q`` in the
-    forward pass, the identity in the backward pass. The bottleneck's loss is eq. (5)'s
+    Forward (SCQ paper, eq. 1): ``k = argmin_j ||z - c_j||`` and ``z_q = c_k``. In training
+    the decoder receives ``z + sg[z_q - z]`` (the straight-through estimator, STE): ``z_q``
+    in the forward pass (up to rounding), the identity in the backward pass. In evaluation
+    (``eval()``) the output is the codeword ``c_k`` itself, exactly, as in
+    vector-quantize-pytorch. The bottleneck's loss is eq. (5)'s
     codebook and commitment terms, as means over entries:
 
     .. math:: (1 - \beta)\, \| sg[z_e] - z_q \|^2 + \beta\, \| z_e - sg[z_q] \|^2
@@ -80,16 +74,11 @@ class VectorQuantize(Bottleneck):
     def __init__(self, dim, codebook_size, commitment_weight=0.25, threshold_ema_dead_code=0.0,
                  decay=0.99, image_fmap=False):
         super().__init__(dim, codebook_size, image_fmap=image_fmap)
-        if not 0.0 <= float(commitment_weight) <= 1.0:
-            raise ValueError(f"commitment_weight must be in [0, 1], got {commitment_weight}.")
-        if float(threshold_ema_dead_code) < 0:
-            raise ValueError("threshold_ema_dead_code must be non-negative, got "
-                             f"{threshold_ema_dead_code}.")
-        if not 0.0 <= float(decay) < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay}.")
-        self.commitment_weight = float(commitment_weight)
-        self.threshold_ema_dead_code = float(threshold_ema_dead_code)
-        self.decay = float(decay)
+        self.commitment_weight = check_param("commitment_weight", commitment_weight, "real",
+                                             low=0.0, high=1.0)
+        self.threshold_ema_dead_code = check_param(
+            "threshold_ema_dead_code", threshold_ema_dead_code, "real", low=0.0)
+        self.decay = check_param("decay", decay, "real", low=0.0, high=1.0, closed="left")
         self.codebook = self._uniform_codebook()
         self.register_buffer("cluster_size", torch.zeros(self.codebook_size))
         self.n_replaced = 0
@@ -126,8 +115,7 @@ class VectorQuantize(Bottleneck):
         beta = self.commitment_weight
         loss = ((1.0 - beta) * F.mse_loss(z_q, z.detach())
                 + beta * F.mse_loss(z, z_q.detach()))
-        quantized = z + (z_q - z).detach()
-        return FlatQuantization(quantized, codes, None, loss)
+        return FlatQuantization(_straight_through(self, z, z_q), codes, None, loss)
 
 
 class AffineVQ(VectorQuantize):
@@ -170,12 +158,9 @@ class AffineVQ(VectorQuantize):
         super().__init__(dim, codebook_size, commitment_weight=commitment_weight,
                          threshold_ema_dead_code=threshold_ema_dead_code, decay=decay,
                          image_fmap=image_fmap)
-        if not 0.0 < float(codebook_lr) <= 1.0:
-            raise ValueError(f"codebook_lr must be in (0, 1], got {codebook_lr}.")
-        if int(codebook_steps) < 1:
-            raise ValueError(f"codebook_steps must be at least 1, got {codebook_steps}.")
-        self.codebook_lr = float(codebook_lr)
-        self.codebook_steps = int(codebook_steps)
+        self.codebook_lr = check_param("codebook_lr", codebook_lr, "real", low=0.0, high=1.0,
+                                       closed="right")
+        self.codebook_steps = check_param("codebook_steps", codebook_steps, "int", low=1)
         self.scale = nn.Parameter(torch.ones(self.dim))
         self.shift = nn.Parameter(torch.zeros(self.dim))
 
@@ -224,8 +209,7 @@ class AffineVQ(VectorQuantize):
         codes = nearest_codeword(z.detach(), codebook)
         z_q = codebook[codes]
         loss = self.commitment_weight * F.mse_loss(z, z_q)
-        quantized = z + (z_q - z).detach()
-        return FlatQuantization(quantized, codes, None, loss)
+        return FlatQuantization(_straight_through(self, z, z_q), codes, None, loss)
 
 
 class GumbelVQ(Bottleneck):
@@ -256,13 +240,10 @@ class GumbelVQ(Bottleneck):
     def __init__(self, dim, codebook_size, temperature=1.0, straight_through=True,
                  kl_weight=5e-4, image_fmap=False):
         super().__init__(dim, codebook_size, image_fmap=image_fmap)
-        if float(temperature) <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}.")
-        if float(kl_weight) < 0:
-            raise ValueError(f"kl_weight must be non-negative, got {kl_weight}.")
-        self.temperature = float(temperature)
-        self.straight_through = bool(straight_through)
-        self.kl_weight = float(kl_weight)
+        self.temperature = check_param("temperature", temperature, "real", low=0.0,
+                                       closed="neither")
+        self.straight_through = check_param("straight_through", straight_through, "bool")
+        self.kl_weight = check_param("kl_weight", kl_weight, "real", low=0.0)
         self.codebook = self._uniform_codebook()
 
     def logits(self, z):
@@ -276,7 +257,9 @@ class GumbelVQ(Bottleneck):
             codes = weights.detach().argmax(dim=1)
         else:
             weights = torch.softmax(logits / self.temperature, dim=1)
-            codes = logits.argmax(dim=1)
+            # The kernel's argmin leaves out |z|^2, whose rounding in the logits can hide
+            # the nearest codeword when |z| is large against the codewords' spacing.
+            codes = nearest_codeword(z.detach(), self.codebook.detach())
         log_q = torch.log_softmax(logits, dim=1)
         kl = (log_q.exp() * (log_q + math.log(self.codebook_size))).sum(1).mean()
         quantized = weights @ self.codebook
@@ -290,13 +273,15 @@ class ResidualVQ(Bottleneck):
 
     ``num_quantizers`` :class:`VectorQuantize` stages, each quantizing what the previous
     ones left: ``r_0 = z``, ``k_q = argmin_j ||r_{q-1} - c^{(q)}_j||``,
-    ``r_q = r_{q-1} - c^{(q)}_{k_q}``, and ``z_q = sum_q c^{(q)}_{k_q}``. The decoder receives
-    ``z + sg[z_q - z]`` (one straight-through estimator for the sum); the loss is the sum of
-    the stages' eq. (5) terms on their residuals.
+    ``r_q = r_{q-1} - c^{(q)}_{k_q}``, and ``z_q = sum_q c^{(q)}_{k_q}``. In training the
+    decoder receives ``z + sg[z_q - z]`` (one straight-through estimator for the sum), in
+    evaluation ``z_q`` itself; the loss is the sum of the stages' eq. (5) terms on their
+    residuals.
 
-    The hard code of a vector is the single integer ``sum_q k_q K**q`` (stage 1 the least
-    significant digit), so ``n_codes = codebook_size ** num_quantizers``; ``perplexity`` and
-    ``usage`` are averaged over the stages, each against its own ``K`` codewords.
+    The codes of a vector are its ``num_quantizers`` stage codes ``(k_1, ..., k_Q)``, in a
+    trailing axis of ``codes`` (``(..., Q)``, as vector-quantize-pytorch's ``indices``), each
+    in ``[0, K)``: a vector costs ``Q log2(K)`` bits. ``perplexity`` and ``usage`` are
+    averaged over the stages, each counted against its own ``K`` codewords.
 
     Parameters
     ----------
@@ -308,19 +293,17 @@ class ResidualVQ(Bottleneck):
 
     def __init__(self, dim, codebook_size, num_quantizers=2, commitment_weight=0.25,
                  threshold_ema_dead_code=0.0, decay=0.99, image_fmap=False):
-        super().__init__(dim, codebook_size, image_fmap=image_fmap)
-        if int(num_quantizers) < 1:
-            raise ValueError(f"num_quantizers must be at least 1, got {num_quantizers}.")
-        self.num_quantizers = int(num_quantizers)
+        num_quantizers = check_param("num_quantizers", num_quantizers, "int", low=1)
+        super().__init__(dim, codebook_size, image_fmap=image_fmap, n_codebooks=num_quantizers)
+        self.num_quantizers = num_quantizers
         self.layers = nn.ModuleList(
             VectorQuantize(dim, codebook_size, commitment_weight=commitment_weight,
                            threshold_ema_dead_code=threshold_ema_dead_code, decay=decay)
             for _ in range(self.num_quantizers))
-        self._stage_codes = None
 
     @property
-    def n_codes(self):
-        return self.codebook_size ** self.num_quantizers
+    def n_stages(self):
+        return self.num_quantizers
 
     def codebook_vectors(self):
         raise NotImplementedError(
@@ -340,41 +323,29 @@ class ResidualVQ(Bottleneck):
             loss = loss + out.loss
             z_q = z_q + layer.codebook[out.codes].detach()
             stage_codes.append(out.codes)
-        codes = torch.zeros_like(stage_codes[0])
-        for q in reversed(range(self.num_quantizers)):
-            codes = codes * self.codebook_size + stage_codes[q]
-        self._stage_codes = stage_codes
-        quantized = z + (z_q - z).detach()
-        return FlatQuantization(quantized, codes, None, loss)
+        codes = torch.stack(stage_codes, dim=1).reshape(self.code_shape((z.shape[0],)))
+        if not self.training:
+            # The codewords themselves (with their gradient), summed as decode_codes does.
+            z_q = self._sum_codewords(codes)
+        return FlatQuantization(_straight_through(self, z, z_q), codes, None, loss)
 
-    def forward(self, z):
-        out = super().forward(z)
-        with torch.no_grad():
-            perplexities, usages = [], []
-            for codes in self._stage_codes:
-                counts = torch.bincount(codes, minlength=self.codebook_size)
-                probs = counts.to(torch.float32) / max(codes.numel(), 1)
-                entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
-                perplexities.append(entropy.exp())
-                usages.append((counts > 0).to(torch.float32).mean())
-        self._stage_codes = None
-        return out._replace(perplexity=torch.stack(perplexities).mean(),
-                            usage=torch.stack(usages).mean())
-
-    def stage_codes(self, codes):
-        """Split combined codes (any shape) into ``num_quantizers`` per-stage codes."""
-        codes = codes.long()
-        out = []
-        for _ in range(self.num_quantizers):
-            out.append(codes % self.codebook_size)
-            codes = codes // self.codebook_size
+    def _sum_codewords(self, codes):
+        """``sum_q c^{(q)}_{k_q}`` for ``(M, Q)`` codes, stages added in order."""
+        codes = codes.reshape(-1, self.num_quantizers)
+        out = self.layers[0].codebook[codes[:, 0]]
+        for q in range(1, self.num_quantizers):
+            out = out + self.layers[q].codebook[codes[:, q]]
         return out
 
     def decode_codes(self, codes):
-        flat = codes.reshape(-1)
-        vectors = sum(layer.codebook[c] for layer, c in zip(self.layers, self.stage_codes(flat)))
-        return self._from_flat(vectors, tuple(codes.shape))
+        self._check_codes(codes)
+        lead = tuple(codes.shape) if self.n_stages == 1 else tuple(codes.shape[:-1])
+        flat = codes.reshape(-1, self.num_quantizers).long()
+        return self._from_flat(self._sum_codewords(flat), lead)
 
-    def decode_weights(self, weights):
-        raise NotImplementedError("ResidualVQ has no soft weights over one codebook.")
 
+def _straight_through(layer, z, z_q):
+    """What a hard quantizer outputs: in training ``z + sg[z_q - z]`` (the straight-through
+    estimator: ``z_q`` forward, the identity backward), in evaluation ``z_q`` exactly (the
+    STE's sum is ``z_q`` only up to rounding)."""
+    return z + (z_q - z).detach() if layer.training else z_q
