@@ -103,20 +103,45 @@ def _dot_rows(codebook, z, b):
 
 
 @numba.njit(cache=True, nogil=True)
+def _objective(z, codebook, work, pw, s, code, lam, resid):
+    """``f(p) = |z - C p|^2 + lam |p - e_k|^2`` for ``p`` on ``work[:s]``.
+
+    ``|p - e_k|^2`` is summed as ``sum_{i != k} p_i^2 + (sum_{i != k} p_i)^2`` (on the
+    simplex ``1 - p_k = sum_{i != k} p_i``) and the residual is formed explicitly: the
+    expanded form ``|z|^2 + lam + p^T (H p - 2 b)`` loses all digits of the progress near the
+    optimum at large ``lam``, which stopped rows as stalled.
+    """
+    d = z.shape[0]
+    for t in range(d):
+        resid[t] = z[t]
+    sq = 0.0
+    total = 0.0
+    for j in range(s):
+        v = pw[j]
+        c = codebook[work[j]]
+        for t in range(d):
+            resid[t] -= v * c[t]
+        if work[j] != code:
+            sq += v * v
+            total += v
+    f = 0.0
+    for t in range(d):
+        f += resid[t] * resid[t]
+    return f + lam * (sq + total * total)
+
+
+@numba.njit(cache=True, nogil=True)
 def _solve_row(z, codebook, gram, code, lam, tol, max_iter, n_add, out_p, b, grad, in_w, added,
-               chol, work, pw, sol, ones_sol, rhs, col):
+               chol, work, pw, sol, ones_sol, rhs, col, resid):
     """Solve one row into ``out_p`` (zeroed, length K); returns (n_iter, gap, status).
 
-    status: 0 converged, 1 iteration limit, 2 numerical stall. ``b`` ... ``col`` are the
+    status: 0 converged, 1 iteration limit, 2 numerical stall. ``b`` ... ``resid`` are the
     caller's work arrays (``in_w`` all false on entry and on return); the ``|W|``-sized ones
     are replaced by larger local copies if the working set outgrows them.
     """
-    k, d = codebook.shape
+    k = codebook.shape[0]
     _dot_rows(codebook, z, b)
     b[code] += lam
-    zz = 0.0
-    for t in range(d):
-        zz += z[t] * z[t]
     cap = work.shape[0]
 
     work[0] = code
@@ -132,12 +157,11 @@ def _solve_row(z, codebook, gram, code, lam, tol, max_iter, n_add, out_p, b, gra
     n_new = 0
     while True:
         pg = 0.0
-        f = zz + lam
+        f = _objective(z, codebook, work, pw, s, code, lam, resid)
         g_in = np.inf
         for t in range(s):
             g = grad[work[t]]
             pg += pw[t] * g
-            f += pw[t] * (g - b[work[t]])
             g_in = min(g_in, g)
         g_out = np.inf
         for i in range(k):
@@ -245,9 +269,7 @@ def _solve_row(z, codebook, gram, code, lam, tol, max_iter, n_add, out_p, b, gra
         if status == 2:
             break
         _gradient(grad, gram, b, work, pw, s, lam)
-        f_new = zz + lam
-        for t in range(s):
-            f_new += pw[t] * (grad[work[t]] - b[work[t]])
+        f_new = _objective(z, codebook, work, pw, s, code, lam, resid)
         if not f_new < f:
             if batch == 1:  # the most violating coordinate cannot enter: rounding
                 status = 2
@@ -282,10 +304,11 @@ def _solve_rows(z, codebook, gram, codes, lam, tol, max_iter, n_add, n_chunks, o
         ones_sol = np.empty(cap)
         rhs = np.empty(cap)
         col = np.empty(cap)
+        resid = np.empty(codebook.shape[1])
         for row in range(chunk * m // n_chunks, (chunk + 1) * m // n_chunks):
             it, gap, st = _solve_row(z[row], codebook, gram, codes[row], lam, tol, max_iter,
                                      n_add, out_p[row], b, grad, in_w, added, chol, work, pw,
-                                     sol, ones_sol, rhs, col)
+                                     sol, ones_sol, rhs, col, resid)
             n_iter[row] = it
             gaps[row] = gap
             status[row] = st

@@ -94,6 +94,8 @@ _GATHER_BUDGET = 1 << 23
 _BLOCK = 32
 # largest codebook for the CPU active-set solver (its K x K float64 Gram matrix: 128 MiB)
 _ACTIVE_SET_MAX_K = 4096
+# largest rows x K block of reduced gradients of the torch active-set solver (512 MiB float64)
+_TORCH_ACTIVE_SET_BUDGET = 1 << 26
 
 
 class SCQSolverInfo(NamedTuple):
@@ -762,6 +764,32 @@ def _solve_on_sets(codebook, z, codes, idx, valid, pw, lam):
 def _solve_active_set_torch(z, codebook, codes, lam, tol, max_iter, out_dtype, n_add=None):
     """The primal active-set method of :mod:`._active_set`, batched over rows, in torch.
 
+    Rows are solved in blocks whose ``rows x K`` reduced gradients hold at most
+    ``_TORCH_ACTIVE_SET_BUDGET`` entries (the rows are independent); see
+    :func:`_active_set_block` for the method. ``z`` and ``codebook`` in the working dtype
+    (float64); returns the weights (M, K) in ``out_dtype``, their supports (``idx``,
+    ``valid``, ``p_s``, working dtype), ``C P`` (M, d, working dtype) and a
+    :class:`SCQSolverInfo`.
+    """
+    m, k = z.shape[0], codebook.shape[0]
+    step = max(1, _TORCH_ACTIVE_SET_BUDGET // k)
+    if m <= step:
+        return _active_set_block(z, codebook, codes, lam, tol, max_iter, out_dtype, n_add)
+    parts = [_active_set_block(z[s:s + step], codebook, codes[s:s + step], lam, tol, max_iter,
+                               out_dtype, n_add) for s in range(0, m, step)]
+    width = max(part[1][0].shape[1] for part in parts)
+    support = tuple(torch.cat([_widen(part[1][i], width, fill) for part in parts])
+                    for i, fill in enumerate((0, False, 0.0)))
+    info = SCQSolverInfo(n_iter=max(part[3].n_iter for part in parts),
+                         max_gap=max(part[3].max_gap for part in parts),
+                         n_unconverged=sum(part[3].n_unconverged for part in parts))
+    return (torch.cat([part[0] for part in parts]), support,
+            torch.cat([part[2] for part in parts]), info)
+
+
+def _active_set_block(z, codebook, codes, lam, tol, max_iter, out_dtype, n_add=None):
+    """The primal active-set method of :mod:`._active_set` on a block of rows, in torch.
+
     Every row carries its own working set (padded to the widest). An iteration computes the
     reduced gradients of all unfinished rows at once (one ``M x d x K`` product), certifies
     the rows whose Frank-Wolfe gap ``2 (p^T g - min_i g_i)`` (an upper bound on
@@ -771,10 +799,7 @@ def _solve_active_set_torch(z, codebook, codes, lam, tol, max_iter, out_dtype, n
     to every other row and runs :func:`_solve_on_sets`. As in the compiled version, an
     iteration that does not lower a row's objective is retried with one coordinate, and a
     second one stops that row (status 2: rounding); a failed factorisation stops it too.
-
-    ``z`` and ``codebook`` in the working dtype (float64); returns the weights (M, K) in
-    ``out_dtype``, their supports (``idx``, ``valid``, ``p_s``, working dtype), ``C P``
-    (M, d, working dtype) and a :class:`SCQSolverInfo`.
+    Returns what :func:`_solve_active_set_torch` returns.
     """
     m, d = z.shape
     k = codebook.shape[0]
