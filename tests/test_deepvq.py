@@ -355,6 +355,48 @@ def test_bad_parameters(data, params, match):
         _small(**params).fit(data)
 
 
+# -- the defaults: the settings tuned on MNIST (doc/benchmarks/bench_deepvq_table1.md) -------
+def test_defaults_are_the_tuned_settings():
+    # The settings the Table 1 benchmark tuned (its report's former explicit row); the
+    # defaults must stay these, since the report's "defaults" row measures them.
+    tuned = dict(max_epochs=90, warmup_epochs="auto", lr=1e-3, dropout=0.1, b_step_size=0.3,
+                 rho=1e-4, rho_growth=3.0, b_iter=10, batch_size=128, gamma=1.0,
+                 optimizer="adam", tied_weights=True, hidden_sizes=(500, 255),
+                 pretrain_epochs=0, finetune_epochs=0, penalty="squared")
+    params = DeepVQ().get_params()
+    assert {k: params[k] for k in tuned} == tuned
+
+
+@pytest.mark.parametrize("max_epochs, expected", [(0, 0), (4, 2), (5, 3)])
+def test_auto_warmup_is_60_percent_of_max_epochs(data, max_epochs, expected):
+    # "auto" is floor(0.6 * max_epochs): the same training, loss for loss, as that int given
+    # explicitly; the parameter itself stays "auto".
+    auto = _small(max_epochs=max_epochs, b_iter=2).fit(data)
+    explicit = _small(max_epochs=max_epochs, b_iter=2, warmup_epochs=expected).fit(data)
+    assert auto.warmup_epochs == "auto"
+    assert auto.warmup_epochs_ == expected == explicit.warmup_epochs_
+    assert auto.net_.warmup_epochs == expected
+    np.testing.assert_array_equal([row["train_loss"] for row in auto.history_],
+                                  [row["train_loss"] for row in explicit.history_])
+    np.testing.assert_array_equal(auto.transform(data), explicit.transform(data))
+
+
+def test_auto_warmup_follows_max_epochs_in_a_search(data):
+    # with "auto" the warm-up scales with max_epochs, so a grid over max_epochs never
+    # meets warmup_epochs > max_epochs
+    search = GridSearchCV(_small(b_iter=2), {"max_epochs": [1, 3]}, cv=2).fit(data)
+    assert search.best_estimator_.warmup_epochs_ == (3 * search.best_params_["max_epochs"]) // 5
+
+
+def test_explicit_warmup_is_used_as_given(data):
+    q = _small(max_epochs=3, warmup_epochs=3, b_iter=2).fit(data)
+    assert q.warmup_epochs_ == 3 == q.net_.warmup_epochs
+    with pytest.raises(ValueError, match=r"warmup_epochs=4 is larger than max_epochs=3"):
+        _small(max_epochs=3, warmup_epochs=4).fit(data)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        _small(warmup_epochs="half").fit(data)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the machine without CUDA")
 def test_cuda_requested_without_cuda(data):
     with pytest.raises(ValueError, match="CUDA is not available"):
