@@ -49,10 +49,10 @@ class SoftConvexQuantizer(Bottleneck):
         ``"exact"``: eq. (8) itself, solved for every vector to the duality-gap tolerance
         ``tol``: on CPU (``K <= 4096``) by a compiled primal active-set method that starts at
         VQ's one-hot answer and adds the most violating codewords until the KKT conditions
-        hold, on other devices by a batched semismooth Newton method on the
-        ``d``-dimensional dual (see :func:`~skvq.neural.layers._simplex.scq_exact`); its gradient is
-        obtained by implicit differentiation of the KKT conditions on the active set (no
-        unrolling).
+        hold, on other devices (and for larger ``K``) by the same active-set method batched
+        over vectors in torch (see :func:`~skvq.neural.layers._simplex.scq_exact`); its
+        gradient is obtained by implicit differentiation of the KKT conditions on the active
+        set (no unrolling).
     n_steps : int or None, default=None
         Only with ``solver="relaxed"``. ``None`` projects onto the simplex exactly (every
         weight vector on the simplex); an integer ``m`` uses the paper's ``m`` alternating
@@ -62,10 +62,9 @@ class SoftConvexQuantizer(Bottleneck):
         Only with ``solver="exact"``: every vector's solve stops when its duality gap, an
         upper bound on its suboptimality in eq. (8), is at most ``tol * (1 + objective)``.
     max_iter : int or None, default=None
-        Only with ``solver="exact"``: iterations at most per vector (active-set additions;
-        Newton steps on other devices). ``None``: ``2 K + 10`` for the active-set method,
-        100 for Newton. Vectors not converged by then keep their best point (still on the
-        simplex, never worse than the relaxed one); see ``last_solver_info``.
+        Only with ``solver="exact"``: iterations (active-set additions) at most per vector;
+        ``None``: ``2 K + 10``. Vectors not converged by then keep their best point (still on
+        the simplex); see ``last_solver_info``.
     commitment_weight : float, default=0.25
         :math:`\beta` of the training term that the paper's SCQ-VAE is trained with (its
         eq. 5, the VQ-VAE loss): the layer's ``loss`` is
@@ -106,9 +105,9 @@ class SoftConvexQuantizer(Bottleneck):
     candidates per vector). The backward passes work on the supports only (``|S|`` codewords
     per vector). The exact solver on CPU builds the ``K x K`` Gram matrix once per batch and
     then costs ``O(K d + K |S| n_it)`` per vector, with ``n_it`` about ``|S| / max(1, d / 16)``
-    (``d // 16`` codewords enter per iteration, at most 8); on other devices every Newton
-    iteration costs one ``M x d x K`` product and batched ``|S| x |S|`` Cholesky
-    factorisations, and the number of iterations grows with ``||C||_2^2 / lambda``.
+    (``d // 16`` codewords enter per iteration, at most 8); on other devices every
+    iteration of the batched active-set method costs one ``M x d x K`` product and batched
+    ``|S| x |S|`` Cholesky factorisations.
 
     Inputs are checked as by every :class:`~skvq.neural.layers._bottleneck.Bottleneck`
     (dtype, shape, finite values small enough not to overflow squared distances). The
