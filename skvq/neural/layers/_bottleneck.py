@@ -217,6 +217,9 @@ class Bottleneck(nn.Module):
         Number of codewords ``K`` (per stage).
     image_fmap : bool, default=False
         Inputs are ``(N, d, H, W)`` feature maps instead of ``(..., d)``.
+    n_codebooks : int, default=1
+        Codebooks of ``K x d`` values the subclass allocates (residual VQ: one per stage),
+        for the check of the parameters' memory (:func:`check_parameter_memory`).
 
     Notes
     -----
