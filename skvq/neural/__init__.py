@@ -19,6 +19,8 @@ _LAYERS = dict.fromkeys([
     "SoftConvexQuantizer", "project_simplex", "scq_exact", "scq_relaxed",
     # the VQ bottlenecks SCQ is compared with, and their shared interface
     "VectorQuantize", "AffineVQ", "GumbelVQ", "ResidualVQ", "Bottleneck", "BottleneckOutput",
+    # finite scalar quantization (a fixed grid instead of a codebook)
+    "FSQ",
     # DeepVQ's B-step
     "binary_penalty_step",
 ], f"{__name__}.layers")

@@ -9,6 +9,7 @@ Importing this package imports torch.
 from ._bottleneck import Bottleneck, BottleneckOutput, FlatQuantization
 from ._catalogue import BOTTLENECKS, CATALOGUE, make_bottleneck
 from ._deepvq_modules import AutoEncoder, binary_penalty_step, frozen_batch_statistics
+from ._fsq import FSQ, fsq_levels
 from ._scq_layer import SoftConvexQuantizer
 from ._simplex import project_simplex, scq_exact, scq_relaxed
 from ._vq_baselines import AffineVQ, GumbelVQ, ResidualVQ, VectorQuantize
@@ -20,12 +21,14 @@ __all__ = [
     "AutoEncoder",
     "Bottleneck",
     "BottleneckOutput",
+    "FSQ",
     "FlatQuantization",
     "GumbelVQ",
     "ResidualVQ",
     "SoftConvexQuantizer",
     "VectorQuantize",
     "binary_penalty_step",
+    "fsq_levels",
     "frozen_batch_statistics",
     "make_bottleneck",
     "project_simplex",

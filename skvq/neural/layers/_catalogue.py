@@ -14,6 +14,7 @@ This module imports torch: import it only from code that already needs torch.
 import inspect
 from typing import NamedTuple
 
+from ._fsq import FSQ
 from ._scq_layer import SoftConvexQuantizer
 from ._vq_baselines import AffineVQ, GumbelVQ, ResidualVQ, VectorQuantize
 
@@ -55,6 +56,12 @@ CATALOGUE = {
     "rvq": BottleneckEntry(
         ResidualVQ, {}, "RQVAE",
         "residual VQ, num_quantizers stages (2 by default), one code column per stage"),
+    "fsq": BottleneckEntry(
+        FSQ, {}, "FSQ (not in the paper's Table 1; Mentzer et al., 2023)",
+        "finite scalar quantization, a fixed grid of prod(levels) = codebook_size codes; "
+        "levels from codebook_size by skvq.neural.layers.fsq_levels (the fewest levels "
+        "between 3 and 8: 64 gives (8, 8), 1000 the paper's (8, 5, 5, 5)) unless "
+        "bottleneck_params gives them; no codebook loss, so commitment_weight is unused"),
 }
 
 BOTTLENECKS = tuple(CATALOGUE)
@@ -73,19 +80,20 @@ def make_bottleneck(name, dim, codebook_size, image_fmap=False, commitment_weigh
     ----------
     name : str
         One of :data:`BOTTLENECKS`: ``"scq"``, ``"vq"``, ``"vq_replace"``, ``"vq_affine"``,
-        ``"vq_replace_affine"``, ``"gumbel"``, ``"rvq"``.
+        ``"vq_replace_affine"``, ``"gumbel"``, ``"rvq"``, ``"fsq"``.
     dim : int
         Latent vector length.
     codebook_size : int
-        Codewords ``K`` (per stage for ``"rvq"``).
+        Codewords ``K`` (per stage for ``"rvq"``; ``prod(levels)`` for ``"fsq"``).
     image_fmap : bool, default=False
         The bottleneck receives ``(N, dim, H, W)`` feature maps.
     commitment_weight : float, default=0.25
         :math:`\\beta` of eq. (5), passed to the bottlenecks that take it (all but
-        ``"gumbel"``; SCQ's layer uses it for the same two terms on ``C P*``).
+        ``"gumbel"`` and ``"fsq"``; SCQ's layer uses it for the same two terms on ``C P*``).
     **params
         Further keyword arguments of the bottleneck's constructor (``alpha`` and ``solver``
-        for SCQ, ``temperature`` for Gumbel, ``num_quantizers`` for RVQ, ...); they override
+        for SCQ, ``temperature`` for Gumbel, ``num_quantizers`` for RVQ, ``levels`` for FSQ,
+        ``ema_update`` or ``kmeans_init`` for the VQ rows, ...); they override
         the row's preset.
 
     Returns

@@ -22,7 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._bottleneck import Bottleneck, FlatQuantization, check_param
-from ._kernels import nearest_codeword, squared_distances
+from ._kernels import codeword_scores, nearest_codeword
+from ._kmeans_torch import kmeans
 
 __all__ = ["AffineVQ", "GumbelVQ", "ResidualVQ", "VectorQuantize"]
 
@@ -39,11 +40,39 @@ class VectorQuantize(Bottleneck):
 
     .. math:: (1 - \beta)\, \| sg[z_e] - z_q \|^2 + \beta\, \| z_e - sg[z_q] \|^2
 
-    With ``threshold_ema_dead_code > 0`` dead codewords are replaced in training (the
-    "VQVAE + Rep" row of Table 1; Zeghidour et al., 2021; Dhariwal et al., 2020): an
-    exponential moving average (decay ``decay``) of each codeword's use per batch is kept,
-    and every codeword whose average falls below the threshold is reset to an encoder output
-    drawn at random from the current batch.
+    The options below follow vector-quantize-pytorch's ``VectorQuantize`` (same names, same
+    updates; its defaults differ: ``decay=0.8``, ``commitment_weight=1``, ``ema_update`` and
+    ``rotation_trick`` on):
+
+    - ``ema_update=True``: the codebook is not trained by gradients but by exponential
+      moving averages (VQ-VAE's appendix; Razavi et al., 2019): after each training batch,
+      ``N_k <- decay N_k + (1 - decay) n_k`` and ``m_k <- decay m_k + (1 - decay) sum of the
+      batch vectors coded k``, and ``c_k = m_k / N'_k`` with ``N'`` the Laplace-smoothed
+      counts ``(N_k + eps) / (sum N + K eps) sum N``. The loss is then the commitment term
+      alone, ``beta ||z_e - sg[z_q]||^2``.
+    - ``threshold_ema_dead_code > 0``: dead codewords are replaced in training (the
+      "VQVAE + Rep" row of Table 1; Zeghidour et al., 2021; Dhariwal et al., 2020): after
+      the batch is quantized, every codeword whose usage average ``N_k`` (kept whenever
+      this or ``ema_update`` is on, starting at 1) is below the threshold is reset to a
+      distinct vector of the batch drawn at random, and its ``N_k`` to the threshold.
+      When there are more dead codewords than vectors, a random subset of them is reset.
+    - ``kmeans_init=True``: the codebook is the k-means centroids of the first training
+      batch (``kmeans_iters`` Lloyd iterations from ``K`` distinct batch vectors drawn at
+      random; spherical k-means with ``use_cosine_sim``), ``N_k`` their cluster sizes.
+    - ``use_cosine_sim=True``: inputs and codewords are normalised to unit length and the
+      nearest codeword is the most similar one; the output is the unit codeword.
+    - ``rotation_trick=True``: the gradient passes the quantizer by the rotation trick
+      (Fifty et al., 2024) instead of the STE: the output is ``z`` rotated onto ``z_q`` and
+      rescaled to its length, the rotation and the scale treated as constants, so the
+      gradient reaching ``z`` is the decoder's gradient rotated back.
+    - ``forward(z, mask=...)``: a boolean mask of the vectors' layout, ``False`` at padded
+      positions: those neither count in the loss nor update the usage averages, the
+      EMA codebook or the k-means initialisation, nor serve as replacements; their output is
+      zero and their code -1 (vector-quantize-pytorch's ``mask`` and defaults).
+
+    Random draws (replacements, k-means starts) use torch's global generator, in the order
+    vector-quantize-pytorch makes them, so that both give the same codebooks from the same
+    seed.
 
     Parameters
     ----------
@@ -52,70 +81,235 @@ class VectorQuantize(Bottleneck):
     codebook_size : int
         Number of codewords ``K``.
     commitment_weight : float, default=0.25
-        :math:`\beta` of eq. (5); the codebook term has weight :math:`1 - \beta`.
+        :math:`\beta` of eq. (5); the codebook term has weight :math:`1 - \beta` (none with
+        ``ema_update``).
     threshold_ema_dead_code : float, default=0.0
         Replace codewords used fewer than this many times per batch on (exponential)
         average; 0 never replaces.
     decay : float, default=0.99
-        Decay of the usage average.
+        Decay of the usage averages (and of the EMA codebook), in ``[0, 1)``.
+    eps : float, default=1e-5
+        Laplace smoothing of the counts of the EMA codebook (``ema_update``).
+    ema_update : bool, default=False
+        Codebook updated by moving averages instead of gradients.
+    kmeans_init : bool, default=False
+        Codebook initialised by k-means on the first training batch. A forward pass in
+        evaluation mode before it raises a ``RuntimeError``; a batch of fewer than ``K``
+        vectors gives its vectors drawn with replacement, plus noise of 1e-3 of their spread
+        (as ``SoftConvexQuantizer(codebook_init="data")``), without k-means.
+    kmeans_iters : int, default=10
+        Lloyd iterations of ``kmeans_init``.
+    use_cosine_sim : bool, default=False
+        Cosine-similarity codebook.
+    rotation_trick : bool, default=False
+        Rotation trick instead of the straight-through estimator.
     image_fmap : bool, default=False
         Inputs are ``(N, dim, H, W)`` feature maps.
 
     Attributes
     ----------
     codebook : Parameter of shape (codebook_size, dim)
-        The codewords, initialised uniformly in ``[-1/K, 1/K]`` as VQ-VAE's reference code.
+        The codewords (normalised to unit length when used with ``use_cosine_sim``),
+        initialised uniformly in ``[-1/K, 1/K]`` as VQ-VAE's reference code; it does not
+        require gradients with ``ema_update``.
     cluster_size : Tensor of shape (codebook_size,)
-        Usage average (buffer), maintained when dead codes are replaced.
+        Usage averages ``N_k`` (buffer), maintained with ``ema_update`` or dead-code
+        replacement; start at 1.
+    embed_avg : Tensor of shape (codebook_size, dim) or None
+        The EMA sums ``m_k`` (buffer), with ``ema_update`` only.
+    initialized : bool tensor (buffer)
+        Whether the codebook has been initialised (false until the first training batch
+        with ``kmeans_init``; saved with the state dict).
     n_replaced : int
         Number of codeword replacements so far.
+
+    References
+    ----------
+    A. van den Oord, O. Vinyals and K. Kavukcuoglu, "Neural discrete representation
+    learning", NeurIPS 2017. A. Razavi, A. van den Oord and O. Vinyals, "Generating diverse
+    high-fidelity images with VQ-VAE-2", NeurIPS 2019. C. Fifty, R. G. Junkins, D. Duan et
+    al., "Restructuring vector quantization with the rotation trick", ICLR 2025
+    (arXiv:2410.06424).
     """
 
     def __init__(self, dim, codebook_size, commitment_weight=0.25, threshold_ema_dead_code=0.0,
-                 decay=0.99, image_fmap=False):
-        super().__init__(dim, codebook_size, image_fmap=image_fmap)
+                 decay=0.99, eps=1e-5, ema_update=False, kmeans_init=False, kmeans_iters=10,
+                 use_cosine_sim=False, rotation_trick=False, image_fmap=False):
+        super().__init__(dim, codebook_size, image_fmap=image_fmap,
+                         n_codebooks=2 if check_param("ema_update", ema_update, "bool") else 1)
         self.commitment_weight = check_param("commitment_weight", commitment_weight, "real",
                                              low=0.0, high=1.0)
         self.threshold_ema_dead_code = check_param(
             "threshold_ema_dead_code", threshold_ema_dead_code, "real", low=0.0)
         self.decay = check_param("decay", decay, "real", low=0.0, high=1.0, closed="left")
+        self.eps = check_param("eps", eps, "real", low=0.0, closed="neither")
+        self.ema_update = check_param("ema_update", ema_update, "bool")
+        self.kmeans_init = check_param("kmeans_init", kmeans_init, "bool")
+        self.kmeans_iters = check_param("kmeans_iters", kmeans_iters, "int", low=1)
+        self.use_cosine_sim = check_param("use_cosine_sim", use_cosine_sim, "bool")
+        self.rotation_trick = check_param("rotation_trick", rotation_trick, "bool")
         self.codebook = self._uniform_codebook()
-        self.register_buffer("cluster_size", torch.zeros(self.codebook_size))
+        self.codebook.requires_grad_(not self.ema_update)
+        self.register_buffer("cluster_size", torch.ones(self.codebook_size))
+        self.register_buffer("embed_avg",
+                             self.codebook.detach().clone() if self.ema_update else None)
+        self.register_buffer("initialized", torch.tensor(not self.kmeans_init))
         self.n_replaced = 0
+        self._keep = None  # the flat mask of the forward pass in progress (forward(mask=))
 
-    def _codebook_parameters(self):
-        return [self.codebook]
+    def extra_repr(self):
+        options = [f"dim={self.dim}", f"codebook_size={self.codebook_size}"]
+        for name in ("threshold_ema_dead_code", "ema_update", "kmeans_init", "use_cosine_sim",
+                     "rotation_trick"):
+            if getattr(self, name, None):
+                options.append(f"{name}={getattr(self, name)}")
+        return ", ".join(options)
 
-    def _replace_dead_codes(self, z, codes):
-        """Usage average update, then dead codewords reset to random rows of ``z``."""
-        with torch.no_grad():
-            counts = torch.bincount(codes, minlength=self.codebook_size).to(self.cluster_size)
-            self.cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
-            dead = self.cluster_size < self.threshold_ema_dead_code
-            n_dead = int(dead.sum())
-            if n_dead == 0:
-                return False
-            rows = torch.randint(0, z.shape[0], (n_dead,), device=z.device)
-            self._set_codewords(dead, z.detach()[rows])
-            self.cluster_size[dead] = self.threshold_ema_dead_code
-            self.n_replaced += n_dead
-            return True
+    def codebook_vectors(self):
+        if self.use_cosine_sim:
+            return F.normalize(self.codebook, dim=1, eps=1e-6)
+        return self.codebook
+
+    def forward(self, z, mask=None):
+        """Quantize ``z``; ``mask`` (bool, ``z``'s layout without the vector axis, ``False``
+        at padded positions) leaves those vectors out of the loss and the codebook updates.
+
+        Returns
+        -------
+        BottleneckOutput
+            With a mask: zero ``quantized`` and code -1 at the masked positions, and the
+            statistics over the unmasked vectors.
+        """
+        return _forward_masked(self, z, mask)
+
+    # -- the steps of a forward pass -------------------------------------------------------
+    def _lookup(self, z):
+        """``(x, z_q, codes, loss)``: the vectors as the codebook sees them (unit vectors with
+        ``use_cosine_sim``), their codewords (with the codebook's gradient), codes, loss."""
+        keep = self._keep
+        x = F.normalize(z, dim=1, eps=1e-6) if self.use_cosine_sim else z
+        if not bool(self.initialized):
+            if not self.training:
+                raise RuntimeError(
+                    f"{type(self).__name__}(kmeans_init=True) has not been initialised: its "
+                    "codebook is the k-means of the first batch in training mode "
+                    "(layer.train()), or loaded with the state dict of an initialised layer.")
+            self._init_kmeans(x.detach() if keep is None else x.detach()[keep])
+        codebook = self.codebook_vectors()
+        codes = nearest_codeword(x.detach(), codebook.detach(), unit_norm=self.use_cosine_sim)
+        z_q = codebook[codes]
+        beta = self.commitment_weight
+        loss = beta * _masked_mse(x, z_q.detach(), keep)
+        if not self.ema_update:
+            loss = loss + (1.0 - beta) * _masked_mse(z_q, x.detach(), keep)
+        return x, z_q, codes, loss
+
+    def _output(self, x, z_q):
+        """What the decoder receives: ``z_q`` in evaluation, in training ``z_q`` with the
+        gradient of the straight-through estimator or of the rotation trick."""
+        if not self.training:
+            return z_q
+        if self.rotation_trick:
+            return _rotate_to(x, z_q.detach())
+        return _straight_through(self, x, z_q)
+
+    def _quantize_flat(self, z):
+        x, z_q, codes, loss = self._lookup(z)
+        quantized = self._output(x, z_q)
+        if self.training:
+            self._update_codebook(x.detach(), codes)
+        return FlatQuantization(quantized, codes, None, loss)
+
+    # -- codebook updates (training) ---------------------------------------------------------
+    @torch.no_grad()
+    def _init_kmeans(self, x):
+        """Codebook, usage averages (and EMA sums) from k-means of the batch ``x``."""
+        k, m = self.codebook_size, x.shape[0]
+        cosine = self.use_cosine_sim
+        if m >= k:
+            # K distinct vectors drawn as vector-quantize-pytorch draws its k-means start
+            centers = x[torch.randperm(m, device=x.device)[:k]]
+            if cosine:
+                # spherical k-means: a Lloyd step, then the means back on the unit sphere
+                # (for unit vectors the nearest centre is the most similar one)
+                for _ in range(self.kmeans_iters - 1):
+                    centers = F.normalize(kmeans(x, k, max_iter=1, init=centers)[0], dim=1,
+                                          eps=1e-6)
+            elif self.kmeans_iters > 1:
+                centers = kmeans(x, k, max_iter=self.kmeans_iters - 1, init=centers)[0]
+            # The last Lloyd step here: the usage averages and EMA sums are those of its
+            # assignment, as vector-quantize-pytorch's (an empty cluster keeps its centre).
+            labels = nearest_codeword(x, centers, unit_norm=cosine)
+            counts = torch.bincount(labels, minlength=k)
+            sums = torch.zeros_like(centers, dtype=torch.float64).index_add_(0, labels,
+                                                                             x.double())
+            nonempty = counts > 0
+            centers[nonempty] = (sums[nonempty] / counts[nonempty, None]).to(x.dtype)
+            if cosine:
+                centers = F.normalize(centers, dim=1, eps=1e-6)
+        else:
+            centers = x[torch.randint(m, (k,), device=x.device)]
+            spread = x.std(0, unbiased=False).clamp_min(1e-12) if m > 1 else x.abs() + 1e-12
+            centers = centers + 1e-3 * spread * torch.randn(centers.shape, dtype=x.dtype,
+                                                            device=x.device)
+            if cosine:
+                centers = F.normalize(centers, dim=1, eps=1e-6)
+            counts = torch.bincount(nearest_codeword(x, centers, unit_norm=cosine),
+                                    minlength=k)
+        counts = counts.to(self.cluster_size)
+        self._set_codewords(torch.ones(k, dtype=torch.bool, device=x.device), centers)
+        self.cluster_size.copy_(counts)
+        if self.embed_avg is not None:
+            self.embed_avg.copy_(self.codebook_vectors() * counts[:, None])
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _update_codebook(self, x, codes):
+        """After a training batch: usage averages, the EMA codebook, dead codewords (the
+        order of vector-quantize-pytorch's ``update_codebook``)."""
+        if not (self.ema_update or self.threshold_ema_dead_code > 0):
+            return
+        if self._keep is not None:
+            x, codes = x[self._keep], codes[self._keep]
+        counts = torch.bincount(codes, minlength=self.codebook_size).to(self.cluster_size)
+        self.cluster_size.lerp_(counts, 1.0 - self.decay)
+        if self.ema_update:
+            sums = torch.zeros_like(self.embed_avg).index_add_(0, codes,
+                                                               x.to(self.embed_avg.dtype))
+            self.embed_avg.lerp_(sums, 1.0 - self.decay)
+            total = self.cluster_size.sum()
+            smoothed = ((self.cluster_size + self.eps)
+                        / (total + self.codebook_size * self.eps) * total)
+            self.codebook.copy_(self.embed_avg / smoothed[:, None])
+            if self.use_cosine_sim:
+                self.codebook.copy_(F.normalize(self.codebook, dim=1, eps=1e-6))
+        if self.threshold_ema_dead_code > 0:
+            self._expire_codes(x)
+
+    @torch.no_grad()
+    def _expire_codes(self, x):
+        """Codewords whose usage average is below the threshold reset to distinct random
+        vectors of ``x`` (vector-quantize-pytorch's ``expire_codes_``, same draws)."""
+        dead = self.cluster_size < self.threshold_ema_dead_code
+        n_dead, m = int(dead.sum()), x.shape[0]
+        if n_dead == 0 or m == 0:
+            return
+        if n_dead > m:  # more dead codewords than vectors: reset a random subset now
+            chosen = torch.nonzero(dead).flatten()
+            chosen = chosen[torch.randperm(n_dead, device=x.device)[:m]]
+            dead = torch.zeros_like(dead)
+            dead[chosen] = True
+            n_dead = m
+        rows = x[torch.randperm(m, device=x.device)[:n_dead]]
+        self._set_codewords(dead, rows)
+        reset = self.threshold_ema_dead_code
+        self.cluster_size[dead] = reset
+        if self.embed_avg is not None:
+            self.embed_avg[dead] = rows.to(self.embed_avg.dtype) * reset
+        self.n_replaced += n_dead
 
     def _set_codewords(self, mask, vectors):
         self.codebook.data[mask] = vectors.to(self.codebook.dtype)
-
-    def _quantize_flat(self, z):
-        codebook = self.codebook_vectors()
-        codes = nearest_codeword(z.detach(), codebook.detach())
-        if self.training and self.threshold_ema_dead_code > 0:
-            if self._replace_dead_codes(z, codes):
-                codebook = self.codebook_vectors()
-                codes = nearest_codeword(z.detach(), codebook.detach())
-        z_q = codebook[codes]
-        beta = self.commitment_weight
-        loss = ((1.0 - beta) * F.mse_loss(z_q, z.detach())
-                + beta * F.mse_loss(z, z_q.detach()))
-        return FlatQuantization(_straight_through(self, z, z_q), codes, None, loss)
 
 
 class AffineVQ(VectorQuantize):
@@ -141,7 +335,9 @@ class AffineVQ(VectorQuantize):
     ----------
     dim, codebook_size, commitment_weight, threshold_ema_dead_code, decay, image_fmap
         As :class:`VectorQuantize` (``threshold_ema_dead_code > 0`` gives Table 1's
-        "VQVAE + Rep + Affine + OPT").
+        "VQVAE + Rep + Affine + OPT"; here the dead codewords are replaced before the
+        codebook step and the quantization of the batch). ``forward`` takes a ``mask`` as
+        :class:`VectorQuantize`'s.
     codebook_lr : float, default=0.5
         Step size of the codebook's own update, in ``(0, 1]``.
     codebook_steps : int, default=1
@@ -198,24 +394,28 @@ class AffineVQ(VectorQuantize):
             self.codebook.data[used] -= lr * residual / scale
 
     def _quantize_flat(self, z):
+        keep = self._keep
+        zk = z.detach() if keep is None else z.detach()[keep]
         if self.training:
             if self.threshold_ema_dead_code > 0:
-                self._replace_dead_codes(z, nearest_codeword(z.detach(),
-                                                             self.codebook_vectors().detach()))
-            for _ in range(self.codebook_steps):
                 codes = nearest_codeword(z.detach(), self.codebook_vectors().detach())
-                self._codebook_step(z.detach(), codes)
+                self._update_codebook(z.detach(), codes)
+            for _ in range(self.codebook_steps):
+                self._codebook_step(zk, nearest_codeword(zk, self.codebook_vectors().detach()))
         codebook = self.codebook_vectors().detach()
         codes = nearest_codeword(z.detach(), codebook)
         z_q = codebook[codes]
-        loss = self.commitment_weight * F.mse_loss(z, z_q)
+        loss = self.commitment_weight * _masked_mse(z, z_q, keep)
         return FlatQuantization(_straight_through(self, z, z_q), codes, None, loss)
 
 
 class GumbelVQ(Bottleneck):
     r"""Gumbel-softmax quantization (Jang et al., 2017; Maddison et al., 2017).
 
-    The logits of codeword ``k`` for a vector ``z`` are ``-||z - c_k||^2``. In training a
+    The logits of codeword ``k`` for a vector ``z`` are ``-||z - c_k||^2``, computed as
+    ``2 z.c_k - |c_k|^2`` (:func:`~skvq.neural.layers._kernels.codeword_scores`: the same
+    softmax, without the ``|z|^2`` term whose size would round away the differences between
+    codewords at large ``|z|``). In training a
     code is sampled with the Gumbel-max trick (SCQ paper, eq. 6) and relaxed by the softmax
     of ``(logits + G) / temperature``; with ``straight_through=True`` the forward pass uses
     the one-hot sample and the backward pass the softmax's gradient. The quantized vector is
@@ -247,8 +447,9 @@ class GumbelVQ(Bottleneck):
         self.codebook = self._uniform_codebook()
 
     def logits(self, z):
-        """``-||z - c_k||^2`` for every row of ``z`` (M, d) and codeword (M, K)."""
-        return -squared_distances(z, self.codebook)
+        """``-||z - c_k||^2 + |z|^2`` for every row of ``z`` (M, d) and codeword (M, K): the
+        logits up to a constant per row, which a softmax ignores."""
+        return codeword_scores(z, self.codebook)
 
     def _quantize_flat(self, z):
         logits = self.logits(z)
@@ -257,9 +458,7 @@ class GumbelVQ(Bottleneck):
             codes = weights.detach().argmax(dim=1)
         else:
             weights = torch.softmax(logits / self.temperature, dim=1)
-            # The kernel's argmin leaves out |z|^2, whose rounding in the logits can hide
-            # the nearest codeword when |z| is large against the codewords' spacing.
-            codes = nearest_codeword(z.detach(), self.codebook.detach())
+            codes = logits.detach().argmax(dim=1)  # the nearest codeword
         log_q = torch.log_softmax(logits, dim=1)
         kl = (log_q.exp() * (log_q + math.log(self.codebook_size))).sum(1).mean()
         quantized = weights @ self.codebook
@@ -283,23 +482,38 @@ class ResidualVQ(Bottleneck):
     in ``[0, K)``: a vector costs ``Q log2(K)`` bits. ``perplexity`` and ``usage`` are
     averaged over the stages, each counted against its own ``K`` codewords.
 
+    Each stage's codebook is updated after its residuals are quantized (EMA and dead-code
+    replacement on that stage's residuals), as in vector-quantize-pytorch's ``ResidualVQ``;
+    ``forward`` takes a ``mask`` as :class:`VectorQuantize`'s (masked positions: output 0,
+    codes -1 in every stage).
+
     Parameters
     ----------
-    dim, codebook_size, commitment_weight, threshold_ema_dead_code, decay, image_fmap
+    dim, codebook_size, commitment_weight, threshold_ema_dead_code, decay, eps, ema_update, kmeans_init, kmeans_iters, image_fmap
         As :class:`VectorQuantize`, for every stage.
     num_quantizers : int, default=2
         Number of stages ``Q``.
     """
 
     def __init__(self, dim, codebook_size, num_quantizers=2, commitment_weight=0.25,
-                 threshold_ema_dead_code=0.0, decay=0.99, image_fmap=False):
+                 threshold_ema_dead_code=0.0, decay=0.99, eps=1e-5, ema_update=False,
+                 kmeans_init=False, kmeans_iters=10, image_fmap=False):
         num_quantizers = check_param("num_quantizers", num_quantizers, "int", low=1)
-        super().__init__(dim, codebook_size, image_fmap=image_fmap, n_codebooks=num_quantizers)
+        ema = check_param("ema_update", ema_update, "bool")
+        super().__init__(dim, codebook_size, image_fmap=image_fmap,
+                         n_codebooks=num_quantizers * (2 if ema else 1))
         self.num_quantizers = num_quantizers
         self.layers = nn.ModuleList(
             VectorQuantize(dim, codebook_size, commitment_weight=commitment_weight,
-                           threshold_ema_dead_code=threshold_ema_dead_code, decay=decay)
+                           threshold_ema_dead_code=threshold_ema_dead_code, decay=decay,
+                           eps=eps, ema_update=ema, kmeans_init=kmeans_init,
+                           kmeans_iters=kmeans_iters)
             for _ in range(self.num_quantizers))
+        self._keep = None
+
+    def forward(self, z, mask=None):
+        """As :meth:`VectorQuantize.forward`, ``mask`` included."""
+        return _forward_masked(self, z, mask)
 
     @property
     def n_stages(self):
@@ -319,10 +533,16 @@ class ResidualVQ(Bottleneck):
             # residual of detached codewords, so their terms train their own codebooks and,
             # through r_{q-1}, the encoder as well.
             stage_in = z - z_q.detach() if q else z
-            out = layer._quantize_flat(stage_in)
-            loss = loss + out.loss
-            z_q = z_q + layer.codebook[out.codes].detach()
-            stage_codes.append(out.codes)
+            layer._keep = self._keep
+            try:
+                residual, codewords, codes, stage_loss = layer._lookup(stage_in)
+                if self.training:  # after the lookup: the sum uses the codewords it found
+                    layer._update_codebook(residual.detach(), codes)
+            finally:
+                layer._keep = None
+            loss = loss + stage_loss
+            z_q = z_q + codewords.detach()
+            stage_codes.append(codes)
         codes = torch.stack(stage_codes, dim=1).reshape(self.code_shape((z.shape[0],)))
         if not self.training:
             # The codewords themselves (with their gradient), summed as decode_codes does.
@@ -342,6 +562,82 @@ class ResidualVQ(Bottleneck):
         lead = tuple(codes.shape) if self.n_stages == 1 else tuple(codes.shape[:-1])
         flat = codes.reshape(-1, self.num_quantizers).long()
         return self._from_flat(self._sum_codewords(flat), lead)
+
+
+def _masked_mse(a, b, keep):
+    """Mean squared difference over the entries of the rows ``keep`` (all rows: None)."""
+    if keep is None:
+        return F.mse_loss(a, b)
+    return F.mse_loss(a[keep], b[keep])
+
+
+def _rotate_to(src, tgt):
+    """The rotation trick (Fifty et al., 2024, Sec. 4.2; vector-quantize-pytorch's
+    ``rotate_to``): ``src`` rotated onto ``tgt`` and scaled to its length; rotation and scale
+    are constants for the gradient, which reaches ``src`` only (``tgt`` is detached).
+
+    With ``u = src / |src|``, ``q = tgt / |tgt|`` and ``w = (u + q) / |u + q|``, the
+    rotation is ``R = I - 2 w w^T + 2 q u^T``; ``R src |tgt| / |src| = tgt`` (up to
+    rounding).
+    """
+    norm_src = src.norm(dim=-1, keepdim=True)
+    norm_tgt = tgt.norm(dim=-1, keepdim=True)
+    u = src / norm_src.clamp_min(1e-6)
+    q = tgt / norm_tgt.clamp_min(1e-6)
+    w = F.normalize(u + q, dim=1, eps=1e-6).detach()
+    e = src[:, None, :]
+    rotated = (e - 2 * (e @ w[:, :, None] @ w[:, None, :])
+               + 2 * (e @ u.detach()[:, :, None] @ q.detach()[:, None, :]))[:, 0, :]
+    return rotated * (norm_tgt / norm_src.clamp_min(1e-6)).detach()
+
+
+def _flat_rows(layer, t):
+    """``t`` in the input layout as ``(M, last)`` rows in the order of the flat vectors."""
+    if layer.image_fmap:
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+    return t.reshape(-1, t.shape[-1])
+
+
+def _forward_masked(layer, z, mask):
+    """``layer``'s forward pass with a mask of padded positions (vector-quantize-pytorch's
+    ``mask``): ``_quantize_flat`` reads the flat mask from ``layer._keep``; here the output
+    of masked positions is set to zero and their codes to -1, and the statistics are taken
+    over the unmasked vectors."""
+    if mask is None:
+        return Bottleneck.forward(layer, z)
+    name = type(layer).__name__
+    layer._check_input(z)
+    lead = tuple(z.shape[:1] + z.shape[2:]) if layer.image_fmap else tuple(z.shape[:-1])
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"{name}: mask must be a bool tensor (False at padded positions), "
+                        f"got {getattr(mask, 'dtype', type(mask).__name__)}.")
+    if tuple(mask.shape) != lead:
+        raise ValueError(f"{name}: mask must have the shape of the vectors' layout {lead} "
+                         f"(the input's shape {tuple(z.shape)} without the vector axis), got "
+                         f"{tuple(mask.shape)}.")
+    if mask.device != z.device:
+        raise ValueError(f"{name}: mask on {mask.device}, input on {z.device}.")
+    keep = mask.reshape(-1)
+    if not bool(keep.any()):
+        raise ValueError(f"{name}: mask selects no vector (every position is padding).")
+    layer._keep = keep
+    try:
+        out = Bottleneck.forward(layer, z)
+    finally:
+        layer._keep = None
+    flat_codes = out.codes.reshape(keep.shape[0], -1)
+    codes = out.codes.clone()
+    codes[~mask] = -1
+    with torch.no_grad():
+        err = (_flat_rows(layer, z.detach()) - _flat_rows(layer, out.quantized.detach()))
+        err = err[keep].pow(2).mean()
+        kept_codes = flat_codes[keep]
+        perplexity, usage = layer._code_statistics(
+            kept_codes[:, 0] if layer.n_stages == 1 else kept_codes, z.dtype)
+    layout_mask = mask[:, None] if layer.image_fmap else mask[..., None]
+    quantized = torch.where(layout_mask, out.quantized, out.quantized.new_zeros(()))
+    return out._replace(quantized=quantized, codes=codes, quantization_error=err,
+                        perplexity=perplexity, usage=usage)
 
 
 def _straight_through(layer, z, z_q):
