@@ -6,10 +6,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sklearn.cluster import KMeans  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 
 from skvq.neural.layers import _bottleneck  # noqa: E402
 from skvq.neural.layers._bottleneck import Bottleneck  # noqa: E402
 from skvq.neural.layers._catalogue import BOTTLENECKS, CATALOGUE, make_bottleneck  # noqa: E402
+from skvq.neural.layers._fsq import FSQ  # noqa: E402
 from skvq.neural.layers._scq_layer import SoftConvexQuantizer  # noqa: E402
 from skvq.neural.layers._vq_baselines import (  # noqa: E402
     AffineVQ,
@@ -18,7 +20,7 @@ from skvq.neural.layers._vq_baselines import (  # noqa: E402
     VectorQuantize,
 )
 
-ALL_LAYERS = [VectorQuantize, AffineVQ, GumbelVQ, ResidualVQ, SoftConvexQuantizer]
+ALL_LAYERS = [VectorQuantize, AffineVQ, GumbelVQ, ResidualVQ, SoftConvexQuantizer, FSQ]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -589,3 +591,355 @@ def test_make_bottleneck_errors_name_the_problem():
         make_bottleneck("kmeans", 4, 8)
     with pytest.raises(ValueError, match="'vq' .* does not take 'alpha'.*decay"):
         make_bottleneck("vq", 4, 8, alpha=1.0)
+
+
+# -- vector-quantize-pytorch's options: parity on the same inputs and codebooks ---------------
+def _vqp_pair(peer_kw, ours_kw, k=32, d=8, codebook=None, seed=0):
+    """vector-quantize-pytorch's VectorQuantize and ours with the same codebook (and EMA
+    sums) copied in."""
+    vqp = pytest.importorskip("vector_quantize_pytorch")
+    torch.manual_seed(seed)
+    peer = vqp.VectorQuantize(dim=d, codebook_size=k, **peer_kw)
+    ours = VectorQuantize(d, k, **ours_kw)
+    if codebook is not None:
+        with torch.no_grad():
+            ours.codebook.copy_(codebook)
+            peer._codebook.embed.copy_(codebook[None])
+            if ours.embed_avg is not None:
+                ours.embed_avg.copy_(codebook)
+                peer._codebook.embed_avg.copy_(codebook[None])
+    return peer, ours
+
+
+def _train_steps_agree(peer, ours, n_steps=3, shape=(2, 150), mask=None, atol=1e-6,
+                       exact=False):
+    """Training steps on the same batches and seeds: codes equal, outputs, losses, input
+    gradients, codebooks, usage averages and EMA sums equal (to ``atol``)."""
+    close = (lambda a, b: torch.equal(a, b)) if exact else (
+        lambda a, b: torch.allclose(a, b, atol=atol, rtol=0))
+    peer.train()
+    ours.train()
+    d = ours.dim
+    for step in range(n_steps):
+        x = torch.randn(*shape, d, generator=torch.Generator().manual_seed(100 + step)) * 2
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        kwargs = {} if mask is None else {"mask": mask}
+        torch.manual_seed(10 + step)
+        quantized, indices, loss = peer(xa, **kwargs)
+        torch.manual_seed(10 + step)
+        out = ours(xb, **kwargs)
+        assert torch.equal(out.codes, indices)
+        assert close(out.quantized, quantized)
+        assert close(out.loss, loss)
+        g = torch.randn(x.shape, generator=torch.Generator().manual_seed(step))
+        ((quantized * g).sum() + loss).backward()
+        ((out.quantized * g).sum() + out.loss).backward()
+        assert close(xb.grad, xa.grad)
+        assert close(ours.codebook.detach(), peer.codebook.detach())
+        assert close(ours.cluster_size, peer._codebook.cluster_size[0])
+        if ours.embed_avg is not None:
+            assert close(ours.embed_avg, peer._codebook.embed_avg[0])
+    peer.eval()
+    ours.eval()
+    x = torch.randn(3, 40, d, generator=torch.Generator().manual_seed(7))
+    quantized, indices, _ = peer(x)
+    out = ours(x)
+    assert torch.equal(out.codes, indices)
+    assert close(out.quantized, quantized)
+
+
+def test_ema_and_dead_codes_with_mask_match_vector_quantize_pytorch():
+    """EMA codebook (decay, eps), dead-code replacement and a padding mask: bit for bit the
+    same codes, outputs, losses, gradients, codebooks, usage averages and EMA sums, and the
+    same replacement draws from the same seed."""
+    codebook = torch.randn(32, 8, generator=torch.Generator().manual_seed(1))
+    codebook[20:] += 50.0  # never used: replaced
+    mask = torch.ones(2, 150, dtype=torch.bool)
+    mask[1, 90:] = False
+    peer, ours = _vqp_pair(
+        dict(decay=0.8, eps=1e-5, commitment_weight=0.5, threshold_ema_dead_code=2.0,
+             rotation_trick=False),
+        dict(decay=0.8, eps=1e-5, commitment_weight=0.5, threshold_ema_dead_code=2.0,
+             ema_update=True), codebook=codebook)
+    _train_steps_agree(peer, ours, n_steps=4, mask=mask, exact=True)
+    assert ours.n_replaced >= 12
+
+
+def test_dead_code_replacement_of_the_learned_codebook_matches_vector_quantize_pytorch():
+    """The gradient-trained codebook (ema_update=False, vqp's learnable_codebook) with
+    dead-code replacement: the same usage averages and replaced codewords (the losses are
+    weighted differently: eq. (5) here, commitment_weight * MSE there)."""
+    vqp = pytest.importorskip("vector_quantize_pytorch")
+    codebook = torch.randn(16, 4, generator=torch.Generator().manual_seed(2))
+    codebook[10:] -= 40.0
+    peer = vqp.VectorQuantize(dim=4, codebook_size=16, decay=0.9, threshold_ema_dead_code=1.5,
+                              ema_update=False, learnable_codebook=True, rotation_trick=False)
+    ours = VectorQuantize(4, 16, decay=0.9, threshold_ema_dead_code=1.5)
+    with torch.no_grad():
+        peer._codebook.embed.copy_(codebook[None])
+        ours.codebook.copy_(codebook)
+    for step in range(3):
+        x = torch.randn(1, 60, 4, generator=torch.Generator().manual_seed(step))
+        torch.manual_seed(step)
+        _, indices, _ = peer(x)
+        torch.manual_seed(step)
+        out = ours(x)
+        assert torch.equal(out.codes, indices)
+        assert torch.equal(ours.codebook.detach(), peer.codebook.detach())
+        assert torch.equal(ours.cluster_size, peer._codebook.cluster_size[0])
+    assert ours.n_replaced >= 6
+
+
+def test_cosine_similarity_codebook_matches_vector_quantize_pytorch():
+    codebook = F.normalize(torch.randn(32, 8, generator=torch.Generator().manual_seed(3)), dim=1)
+    peer, ours = _vqp_pair(
+        dict(use_cosine_sim=True, decay=0.8, commitment_weight=1.0, rotation_trick=False,
+             threshold_ema_dead_code=1.5),
+        dict(use_cosine_sim=True, decay=0.8, commitment_weight=1.0, ema_update=True,
+             threshold_ema_dead_code=1.5), codebook=codebook)
+    _train_steps_agree(peer, ours, atol=1e-6)
+
+
+def test_rotation_trick_matches_vector_quantize_pytorch():
+    codebook = torch.randn(32, 8, generator=torch.Generator().manual_seed(4))
+    peer, ours = _vqp_pair(dict(decay=0.8, commitment_weight=0.25, rotation_trick=True),
+                           dict(decay=0.8, commitment_weight=0.25, ema_update=True,
+                                rotation_trick=True), codebook=codebook)
+    _train_steps_agree(peer, ours, atol=1e-6)
+
+
+@pytest.mark.parametrize("cosine", [False, True])
+def test_kmeans_init_matches_vector_quantize_pytorch(cosine):
+    """k-means of the first batch from the same start (the same draw from the same seed),
+    then EMA steps. vqp divides its k-means sums by Laplace-smoothed counts, a relative
+    change of eps / cluster size (5e-5 on a codeword of size 5 alone in its cluster) in the
+    first batch's outputs; the codebooks after the first EMA update agree to 1e-6."""
+    peer, ours = _vqp_pair(
+        dict(decay=0.8, commitment_weight=0.25, rotation_trick=False, kmeans_init=True,
+             kmeans_iters=5, use_cosine_sim=cosine),
+        dict(decay=0.8, commitment_weight=0.25, ema_update=True, kmeans_init=True,
+             kmeans_iters=5, use_cosine_sim=cosine))
+    _train_steps_agree(peer, ours, atol=1e-4)
+
+
+def test_residual_vq_with_ema_dead_codes_and_mask_matches_vector_quantize_pytorch():
+    vqp = pytest.importorskip("vector_quantize_pytorch")
+    k, d, n_stages = 16, 6, 3
+    peer = vqp.ResidualVQ(dim=d, num_quantizers=n_stages, codebook_size=k, decay=0.8,
+                          commitment_weight=0.5, rotation_trick=False,
+                          threshold_ema_dead_code=1.0)
+    ours = ResidualVQ(d, k, num_quantizers=n_stages, decay=0.8, commitment_weight=0.5,
+                      ema_update=True, threshold_ema_dead_code=1.0)
+    with torch.no_grad():
+        for q in range(n_stages):
+            codebook = torch.randn(k, d, generator=torch.Generator().manual_seed(q)) / (q + 1)
+            codebook[12:] += 30.0  # unused: replaced
+            for buf in (ours.layers[q].codebook, ours.layers[q].embed_avg,
+                        peer.layers[q]._codebook.embed[0], peer.layers[q]._codebook.embed_avg[0]):
+                buf.copy_(codebook)
+    mask = torch.ones(2, 100, dtype=torch.bool)
+    mask[0, 80:] = False
+    for step in range(3):
+        x = torch.randn(2, 100, d, generator=torch.Generator().manual_seed(10 + step))
+        torch.manual_seed(step)
+        quantized, indices, losses = peer(x, mask=mask)
+        torch.manual_seed(step)
+        out = ours(x, mask=mask)
+        assert torch.equal(out.codes, indices)
+        assert torch.allclose(out.quantized, quantized, atol=1e-6)
+        assert torch.allclose(out.loss, losses.sum(), atol=1e-6)
+        for q in range(n_stages):
+            assert torch.allclose(ours.layers[q].codebook, peer.layers[q].codebook, atol=1e-6)
+    assert sum(layer.n_replaced for layer in ours.layers) > 0
+
+
+# -- the same options against closed forms and brute force ------------------------------------
+def test_ema_update_closed_form(z):
+    k, decay, eps = 6, 0.7, 1e-3
+    layer = _spread_codebook(VectorQuantize(5, k, ema_update=True, decay=decay, eps=eps,
+                                            commitment_weight=0.4).double())
+    with torch.no_grad():
+        layer.embed_avg.copy_(layer.codebook * 2.0)
+        layer.cluster_size.fill_(2.0)
+    codebook = layer.codebook.detach().numpy().copy()
+    assert not layer.codebook.requires_grad
+    zz = z.clone().requires_grad_()
+    out = layer.train()(zz)
+    codes = _brute_force_nearest(z.numpy(), codebook)
+    np.testing.assert_array_equal(out.codes.numpy(), codes)
+    counts = np.bincount(codes, minlength=k)
+    sums = np.zeros((k, 5))
+    np.add.at(sums, codes, z.numpy())
+    size = decay * 2.0 + (1 - decay) * counts
+    avg = decay * 2.0 * codebook + (1 - decay) * sums
+    smoothed = (size + eps) / (size.sum() + k * eps) * size.sum()
+    np.testing.assert_allclose(layer.cluster_size.numpy(), size, rtol=1e-12)
+    np.testing.assert_allclose(layer.embed_avg.numpy(), avg, rtol=1e-12)
+    np.testing.assert_allclose(layer.codebook.detach().numpy(), avg / smoothed[:, None],
+                               rtol=1e-12)
+    # the loss is the commitment term only, on the codewords before the update
+    expected = 0.4 * ((z.numpy() - codebook[codes]) ** 2).mean()
+    assert float(out.loss.detach()) == pytest.approx(expected, rel=1e-12)
+    out.loss.backward()
+    assert layer.codebook.grad is None
+
+
+def test_cosine_codes_are_the_most_similar_unit_codewords(z):
+    layer = _spread_codebook(VectorQuantize(5, 16, use_cosine_sim=True).double()).eval()
+    out = layer(z)
+    zn = z.numpy() / np.linalg.norm(z.numpy(), axis=1, keepdims=True)
+    raw = layer.codebook.detach().numpy()
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    np.testing.assert_array_equal(out.codes.numpy(), (zn @ unit.T).argmax(1))
+    np.testing.assert_allclose(out.quantized.detach().numpy(), unit[out.codes.numpy()],
+                               atol=1e-15)
+    assert torch.equal(out.quantized, layer.decode_codes(out.codes))
+
+
+def test_rotation_trick_output_and_gradient_closed_form(z):
+    layer = _spread_codebook(VectorQuantize(5, 8, rotation_trick=True).double()).train()
+    zz = z.clone().requires_grad_()
+    out = layer(zz)
+    g = torch.randn(z.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    (out.quantized * g).sum().backward()
+    zq = layer.codebook.detach().numpy()[out.codes.numpy()]
+    np.testing.assert_allclose(out.quantized.detach().numpy(), zq, atol=1e-12)
+    for i in range(0, z.shape[0], 37):
+        e, c = z.numpy()[i], zq[i]
+        u, q = e / np.linalg.norm(e), c / np.linalg.norm(c)
+        w = (u + q) / np.linalg.norm(u + q)
+        rot = np.eye(5) - 2 * np.outer(w, w) + 2 * np.outer(q, u)
+        np.testing.assert_allclose(rot @ rot.T, np.eye(5), atol=1e-12)  # a rotation
+        np.testing.assert_allclose(rot @ u, q, atol=1e-12)  # taking u onto q
+        scale = np.linalg.norm(c) / np.linalg.norm(e)
+        np.testing.assert_allclose(zz.grad.numpy()[i], scale * rot.T @ g.numpy()[i],
+                                   atol=1e-12)
+
+
+def test_kmeans_init_is_lloyd_from_the_drawn_start():
+    """Against scikit-learn's Lloyd iterations from the same K batch vectors."""
+    x = torch.randn(400, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    layer = VectorQuantize(3, 8, kmeans_init=True, kmeans_iters=4).double()
+    with pytest.raises(RuntimeError, match="kmeans_init=True.*not been initialised"):
+        layer.eval()(x)
+    torch.manual_seed(3)
+    start = x[torch.randperm(400)[:8]].numpy()
+    torch.manual_seed(3)
+    layer.train()(x)
+    km = KMeans(8, init=start, n_init=1, max_iter=4, tol=0.0, algorithm="lloyd").fit(x.numpy())
+    np.testing.assert_allclose(layer.codebook.detach().numpy(), km.cluster_centers_,
+                               rtol=1e-10, atol=1e-12)
+    assert bool(layer.initialized) and float(layer.cluster_size.sum()) == 400
+    # an initialised state dict initialises a new layer
+    other = VectorQuantize(3, 8, kmeans_init=True).double()
+    other.load_state_dict(layer.state_dict())
+    assert torch.equal(other.eval()(x).codes, layer.eval()(x).codes)
+
+
+def test_kmeans_init_with_fewer_vectors_than_codewords():
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(7))
+    layer = VectorQuantize(3, 8, kmeans_init=True).train()
+    layer(x)
+    dist = torch.cdist(layer.codebook.detach(), x).min(1).values
+    assert float(dist.max()) < 1e-2  # every codeword next to a batch vector
+
+
+def test_mask_leaves_padded_vectors_out():
+    """A masked batch does what the batch of its unmasked vectors does (same seed): same
+    codes, outputs, loss, codebook updates; masked outputs 0, codes -1, gradient 0."""
+    x = torch.randn(3, 40, 4, generator=torch.Generator().manual_seed(8))
+    mask = torch.rand(3, 40, generator=torch.Generator().manual_seed(9)) > 0.3
+    for params in [dict(ema_update=True, threshold_ema_dead_code=2.0),
+                   dict(threshold_ema_dead_code=2.0, use_cosine_sim=True)]:
+        torch.manual_seed(0)
+        full = VectorQuantize(4, 16, **params).train()
+        part = VectorQuantize(4, 16, **params).train()
+        part.load_state_dict(full.state_dict())
+        xa = x.clone().requires_grad_()
+        torch.manual_seed(1)
+        out = full(xa, mask=mask)
+        torch.manual_seed(1)
+        ref = part(x[mask])
+        assert torch.equal(out.codes[mask], ref.codes)
+        assert torch.all(out.codes[~mask] == -1)
+        assert torch.equal(out.quantized[mask], ref.quantized)
+        assert torch.all(out.quantized[~mask] == 0)
+        assert torch.allclose(out.loss, ref.loss)
+        for name in ("quantization_error", "perplexity", "usage"):
+            assert torch.allclose(getattr(out, name), getattr(ref, name))
+        assert torch.equal(full.codebook, part.codebook)
+        assert torch.equal(full.cluster_size, part.cluster_size)
+        (out.quantized.sum() + out.loss).backward()
+        assert torch.all(xa.grad[~mask] == 0)
+
+
+def test_mask_on_feature_maps_and_affine_vq():
+    z = torch.randn(2, 4, 3, 5)
+    mask = torch.ones(2, 3, 5, dtype=torch.bool)
+    mask[1, 2] = False
+    for layer in [VectorQuantize(4, 8, image_fmap=True), AffineVQ(4, 8, image_fmap=True),
+                  ResidualVQ(4, 8, image_fmap=True)]:
+        out = layer.train()(z, mask=mask)
+        assert torch.all(out.quantized.permute(0, 2, 3, 1)[~mask] == 0)
+        assert torch.all(out.codes[~mask] == -1) and torch.all(out.codes[mask] >= 0)
+
+
+@pytest.mark.parametrize("mask, error, match", [
+    (torch.ones(3, 7), TypeError, "bool tensor"),
+    ([[True] * 7] * 3, TypeError, "bool tensor"),
+    (torch.ones(3, 6, dtype=torch.bool), ValueError, r"shape of the vectors' layout \(3, 7\)"),
+    (torch.zeros(3, 7, dtype=torch.bool), ValueError, "no vector"),
+])
+def test_bad_masks(mask, error, match):
+    with pytest.raises(error, match=match):
+        VectorQuantize(4, 8)(torch.randn(3, 7, 4), mask=mask)
+
+
+@pytest.mark.parametrize("params", [
+    {"eps": 0.0}, {"eps": "1e-5"}, {"ema_update": 1}, {"kmeans_init": "yes"},
+    {"kmeans_iters": 0}, {"kmeans_iters": 2.0}, {"use_cosine_sim": None},
+    {"rotation_trick": 0},
+], ids=str)
+def test_new_vq_options_are_validated(params):
+    (name,) = params
+    with pytest.raises((TypeError, ValueError), match=f"^{name} must be"):
+        VectorQuantize(4, 8, **params)
+    if name not in ("use_cosine_sim", "rotation_trick"):
+        with pytest.raises((TypeError, ValueError), match=f"^{name} must be"):
+            ResidualVQ(4, 8, **params)
+
+
+# -- the kernels --------------------------------------------------------------------------------
+def test_codeword_scores_keep_the_ranking_at_large_inputs():
+    """2 z.c - |c|^2 is -||z - c||^2 + |z|^2; at |z| = 1e5 in float32 the distances round
+    to multiples of 1024 and lose the nearest codeword, the scores do not."""
+    from skvq.neural.layers._kernels import codeword_scores, nearest_codeword, squared_distances
+
+    gen = torch.Generator().manual_seed(11)
+    codebook = torch.randn(16, 4, generator=gen, dtype=torch.float64)
+    z = torch.randn(300, 4, generator=gen, dtype=torch.float64)
+    np.testing.assert_allclose(codeword_scores(z, codebook).numpy(),
+                               (z.pow(2).sum(1, keepdim=True)
+                                - squared_distances(z, codebook)).numpy(), atol=1e-10)
+    big = (z * 1e5).float()
+    codebook32 = (codebook * 1e-3 + 1.0).float()  # codewords 1e-3 apart
+    expected = _brute_force_nearest(big.double().numpy(), codebook32.double().numpy())
+    assert np.any(-squared_distances(big, codebook32).argmax(1).numpy() != expected)
+    np.testing.assert_array_equal(codeword_scores(big, codebook32).argmax(1).numpy(), expected)
+    np.testing.assert_array_equal(nearest_codeword(big, codebook32).numpy(), expected)
+    layer = GumbelVQ(4, 16).eval()
+    with torch.no_grad():
+        layer.codebook.copy_(codebook32)
+    out = layer(big)
+    np.testing.assert_array_equal(out.codes.numpy(), expected)
+    np.testing.assert_array_equal(out.weights.argmax(1).numpy(), expected)
+
+
+def test_nearest_codeword_unit_norm_is_the_largest_inner_product():
+    from skvq.neural.layers._kernels import nearest_codeword
+
+    gen = torch.Generator().manual_seed(12)
+    z = F.normalize(torch.randn(500, 6, generator=gen, dtype=torch.float64), dim=1)
+    c = F.normalize(torch.randn(40, 6, generator=gen, dtype=torch.float64), dim=1)
+    np.testing.assert_array_equal(nearest_codeword(z, c, unit_norm=True).numpy(),
+                                  _brute_force_nearest(z.numpy(), c.numpy()))

@@ -237,6 +237,13 @@ class FSQ(Bottleneck):
         self.projection_has_bias = check_param("projection_has_bias", projection_has_bias,
                                                "bool")
         self.codebook_dim = len(levels)
+        # Non-persistent buffers (as vector-quantize-pytorch's): they follow .to(), .double()
+        # and give a layer without projections its dtype and device.
+        self.register_buffer("_levels", torch.tensor(levels, dtype=torch.get_default_dtype()),
+                             persistent=False)
+        self.register_buffer("_basis", torch.tensor(
+            [math.prod(levels[:i]) for i in range(len(levels))], dtype=torch.int64),
+            persistent=False)
         self.has_projections = self.dim != self.codebook_dim
         if self.has_projections:
             self.project_in = nn.Linear(self.dim, self.codebook_dim, bias=projection_has_bias)
@@ -249,14 +256,18 @@ class FSQ(Bottleneck):
         return (f"dim={self.dim}, levels={list(self.levels)}, codebook_size="
                 f"{self.codebook_size}, preserve_symmetry={self.preserve_symmetry}")
 
+    def _parameter_dtype_device(self):
+        # the projections' dtype and device, or without projections the levels buffer's:
+        # forward refuses inputs of another dtype or device, as every bottleneck does
+        dtype, device = super()._parameter_dtype_device()
+        if dtype is None:
+            return self._levels.dtype, self._levels.device
+        return dtype, device
+
     # -- the grid ---------------------------------------------------------------------------
     def _level_tensors(self, dtype, device):
-        """Levels (float) and mixed-radix basis (int64); built per call from the Python
-        levels, so that they are on the input's device even without parameters."""
-        levels = torch.tensor(self.levels, dtype=dtype, device=device)
-        basis = torch.tensor([math.prod(self.levels[:i]) for i in range(self.codebook_dim)],
-                             dtype=torch.int64, device=device)
-        return levels, basis
+        """Levels (float) and the mixed-radix basis (int64)."""
+        return self._levels.to(dtype=dtype, device=device), self._basis.to(device)
 
     def _grid_values(self, level_index, levels):
         """Grid values in ``[-1, 1]`` of per-dimension level indices (float, 0..L-1)."""
@@ -267,7 +278,7 @@ class FSQ(Bottleneck):
 
     def indices_to_level_indices(self, indices):
         """Per-dimension levels ``(..., codebook_dim)`` (int64, ``0..L_i-1``) of codes."""
-        _, basis = self._level_tensors(torch.float32, indices.device)
+        basis = self._basis.to(indices.device)
         sizes = torch.tensor(self.levels, dtype=torch.int64, device=indices.device)
         return (indices.long()[..., None] // basis) % sizes
 
@@ -289,7 +300,6 @@ class FSQ(Bottleneck):
     def implicit_codebook(self):
         """The ``(codebook_size, codebook_dim)`` grid points of every code, in code order."""
         dtype, device = self._parameter_dtype_device()
-        dtype = dtype or torch.get_default_dtype()
         indices = torch.arange(self.codebook_size, device=device)
         levels, _ = self._level_tensors(dtype, device)
         return self._grid_values(self.indices_to_level_indices(indices).to(dtype), levels)
@@ -307,8 +317,7 @@ class FSQ(Bottleneck):
         """Output vectors of ``codes`` in the input layout, without building the codebook."""
         self._check_codes(codes)
         dtype, device = self._parameter_dtype_device()
-        flat = self._decode_flat(codes.reshape(-1), dtype or torch.get_default_dtype(),
-                                 codes.device if device is None else device)
+        flat = self._decode_flat(codes.reshape(-1).to(device), dtype, device)
         return self._from_flat(flat, tuple(codes.shape))
 
     # -- forward ----------------------------------------------------------------------------

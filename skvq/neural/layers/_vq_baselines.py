@@ -489,8 +489,10 @@ class ResidualVQ(Bottleneck):
 
     Parameters
     ----------
-    dim, codebook_size, commitment_weight, threshold_ema_dead_code, decay, eps, ema_update, kmeans_init, kmeans_iters, image_fmap
+    dim, codebook_size, commitment_weight, threshold_ema_dead_code, decay, eps, ema_update
         As :class:`VectorQuantize`, for every stage.
+    kmeans_init, kmeans_iters, image_fmap
+        As :class:`VectorQuantize`, for every stage (k-means of its first residuals).
     num_quantizers : int, default=2
         Number of stages ``Q``.
     """
