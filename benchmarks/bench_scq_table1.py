@@ -21,8 +21,13 @@ a test batch of 128 images, averaged over the test batches.
 Options: ``--seeds N`` (default 3) training runs per cell, ``--epochs E`` (default 10),
 ``--cache PATH`` keeps finished runs in a JSON file and reuses them (resuming a run),
 ``--note TEXT`` adds a remark on the run's conditions to the report, ``--rows 0,1,2`` runs
-only those rows of ``METHODS`` and writes no report (to fill a ``--cache`` file in
-parallel processes).
+only those rows of ``METHODS`` (given by index or by bottleneck name, ``--rows fsq``), prints
+their numbers and writes no report (to fill a ``--cache`` file in parallel processes, or to
+measure one row).
+
+The FSQ row (finite scalar quantization, Mentzer et al., 2023) is not in the paper's Table
+1: it is a baseline without a learned codebook, its ``K`` codes the grid of the levels that
+``skvq.neural.layers.fsq_levels`` gives for ``K`` (``(8, 8)`` for 64, ``(4, 4)`` for 16).
 ``--quick`` runs a smoke test on scikit-learn's digits (8 x 8) and 16 x 16 patches.
 """
 
@@ -45,6 +50,7 @@ METHODS = [  # (Table 1 row, VQAutoencoder bottleneck, bottleneck_params)
     ("VQVAE + Rep + Affine + OPT", "vq_replace_affine", None),
     ("Gumbel-VQVAE", "gumbel", None),
     ("RQVAE (2 stages)", "rvq", None),
+    ("FSQ (levels from K)", "fsq", None),
     *[(f"SCQVAE ({solver}, alpha={alpha})", "scq",
        {"alpha": alpha} if solver == "relaxed" else {"alpha": alpha, "solver": solver})
       for solver, alpha in SCQ_ALPHA.items()],
@@ -148,6 +154,8 @@ def main():
     sys.argv[:] = ARGV  # the report's command line shows --seeds and --epochs too
     import torch
 
+    from skvq.neural.layers import fsq_levels
+
     torch.set_num_threads(1)
     quick = args.quick
     n_seeds = 1 if quick else N_SEEDS
@@ -201,7 +209,10 @@ def main():
         f"0.1, 0.01, 0.001 (relaxed) and of 0.1, 0.01, 0.003, 0.001 (exact) in the pilot runs "
         f"of `bench_scq_alpha.py` (MNIST, seed 0, 8 epochs): a choice made on the test "
         f"images, there is no validation split. The goals judge the exact "
-        f"row against the six baselines, which run with their defaults. "
+        f"row against the six baselines of the paper's Table 1 and FSQ (finite scalar "
+        f"quantization, Mentzer et al., 2023; not in the paper; levels "
+        f"{fsq_levels(config['codebook_size'])} for K = {config['codebook_size']}), which "
+        f"run with their defaults. "
         f"Mean over {n_seeds} seed{'s' if n_seeds > 1 else ''} (the paper: 5 runs of 50 "
         f"epochs on a GPU; "
         + ("this run: fewer seeds and epochs to fit a 2-CPU machine shared with other "
@@ -216,8 +227,9 @@ def main():
         "`inverse_transform(transform(X))`, decoding the hard codes only (for SCQ the argmax "
         "of `P*`; identical to MSE for the hard quantizers); **quant err** mean of "
         "`||z_e - z_q||^2 / d`; **perplexity** and **usage** of the hard codes over the test "
-        "set (RQVAE: mean over its two stages, each of K codewords; its code has K^2 "
-        "values); **soft perplexity** the perplexity of the mean soft weights (VQ-VAE's "
+        "set (RQVAE: mean over its two stages, each counted against its own K codewords; its "
+        "codes are one column per stage, 2 log2(K) bits a latent vector; FSQ: its K grid "
+        "points); **soft perplexity** the perplexity of the mean soft weights (VQ-VAE's "
         "usual formula with SCQ's `P*` or Gumbel's softmax in place of the one-hot codes; "
         "the same as perplexity for the hard quantizers); **quant ms** one bottleneck "
         "forward pass on the latents of 128 test "
@@ -336,6 +348,22 @@ class _Cache:
         return sum(k.startswith(self.key) for k in self.data)
 
 
+def _row_indices(text):
+    """Indices of ``METHODS`` from ``--rows``: comma-separated indices or bottleneck names
+    (a name selects every row of that bottleneck)."""
+    rows = set()
+    for item in text.split(","):
+        item = item.strip()
+        if item.isdigit() and int(item) < len(METHODS):
+            rows.add(int(item))
+        elif any(b == item for _, b, _ in METHODS):
+            rows.update(i for i, (_, b, _) in enumerate(METHODS) if b == item)
+        else:
+            sys.exit(f"--rows: {item!r} is neither a row index (0 to {len(METHODS) - 1}) nor "
+                     f"a bottleneck of METHODS ({', '.join(b for _, b, _ in METHODS)})")
+    return rows
+
+
 def _pop_option(flag, default):
     """Take ``flag VALUE`` out of ``sys.argv`` (``_common.parse_args`` knows only --quick and
     --out); return the value, or ``default``."""
@@ -352,7 +380,7 @@ if __name__ == "__main__":
     N_SEEDS = int(_pop_option("--seeds", 3))
     N_EPOCHS = int(_pop_option("--epochs", 10))
     CACHE = _pop_option("--cache", None)
-    ROWS = _pop_option("--rows", None)  # e.g. 0,1,2: run (and cache) these rows only
-    ROWS = None if ROWS is None else {int(r) for r in ROWS.split(",")}
+    ROWS = _pop_option("--rows", None)  # e.g. 0,1,2 or fsq: run (and cache) these rows only
+    ROWS = None if ROWS is None else _row_indices(ROWS)
     NOTE = _pop_option("--note", None)
     sys.exit(main())
