@@ -199,9 +199,17 @@ def _project_compact(v):
     Entries at or below a lower bound of the threshold cannot be in the support, so only the
     few candidates above it are compacted (row-major, columns ascending) and Michelot's
     iteration is run on those, from the lower bound (exact, finite).
+
+    The projection commutes with adding a constant to a row, so every row is first shifted
+    by its maximum (``tau`` is returned in ``v``'s coordinates): the threshold is then found
+    among entries of magnitude about 1, exact for subtraction of nearby floats, instead of
+    by sums of entries of ``v``'s magnitude, where the ``- 1`` of the threshold's formula is
+    lost beyond ``1 / eps`` (about 1e7 in float32) and the weights came out as NaN.
     """
     with torch.no_grad():
         m = v.shape[0]
+        shift = v.amax(-1, keepdim=True)
+        v = v - shift
         tau = _threshold_lower_bound(v)
         nz = (v > tau).nonzero()
         rows, cols = nz[:, 0], nz[:, 1]
@@ -224,7 +232,7 @@ def _project_compact(v):
             tau = (torch.where(mask, vals, 0.0).sum(-1, keepdim=True) - 1.0) / count
         p_s = (vals - tau).clamp_min(0.0) * valid
         p_s = p_s / p_s.sum(-1, keepdim=True)
-        return tau, idx, p_s > 0, p_s
+        return tau + shift, idx, p_s > 0, p_s
 
 
 def _densify(idx, valid, p_s, k):
@@ -254,11 +262,15 @@ def project_simplex(v, return_tau=False):
     tau : Tensor of shape (M, 1)
         Only when ``return_tau`` is true.
     """
-    if v.ndim != 2:
-        raise ValueError(f"project_simplex expects a (M, K) tensor, got shape {tuple(v.shape)}.")
+    if v.ndim != 2 or v.shape[1] == 0:
+        raise ValueError("project_simplex expects a (M, K) tensor with K >= 1, got shape "
+                         f"{tuple(v.shape)}.")
     tau, idx, valid, _ = _project_compact(v.detach())
     mask = _densify(idx, valid, valid.to(v.dtype), v.shape[1]) > 0
     count = mask.sum(-1, keepdim=True)
+    # shifted by the row maxima as in _project_compact (the projection and its Jacobian do
+    # not change), so that large rows keep their "- 1"
+    v = v - v.detach().amax(-1, keepdim=True)
     # tau as a function of v on the support, so that autograd sees the full Jacobian
     tau_v = (torch.where(mask, v, 0.0).sum(-1, keepdim=True) - 1.0) / count
     p = torch.where(mask, v - tau_v, 0.0)
