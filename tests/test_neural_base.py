@@ -25,6 +25,7 @@ from skorch import NeuralNet  # noqa: E402
 from skorch.callbacks import ProgressBar  # noqa: E402
 from torch import nn  # noqa: E402
 
+from skvq.neural._autoencoder import SCQ, VQAutoencoder  # noqa: E402
 from skvq.neural._base import OPTIMIZERS, TorchQuantizer, check_image_shape  # noqa: E402
 from skvq.neural._deepvq import DCN, MDCN, DeepVQ  # noqa: E402
 from skvq.neural.layers._kmeans_torch import assign, kmeans, kmeans_plusplus  # noqa: E402
@@ -148,7 +149,15 @@ def _dcn(cls=DCN, **kw):
     return cls(**params)
 
 
+def _autoencoder(cls=VQAutoencoder, **kw):
+    params = dict(codebook_size=4, latent_dim=2, n_latents=2, hidden_size=8, max_epochs=1,
+                  batch_size=32, random_state=0)
+    params.update(kw)
+    return cls(**params)
+
+
 MAKERS = {"DeepVQ": _deepvq, "DCN": _dcn, "MDCN": lambda **kw: _dcn(MDCN, **kw),
+          "SCQ": lambda **kw: _autoencoder(SCQ, **kw), "VQAutoencoder": _autoencoder,
           "Tiny": lambda **kw: TinyBinaryQuantizer(**{"random_state": 0, **kw})}
 
 
@@ -211,7 +220,7 @@ def test_batch_norm_batches(name, data):
 @pytest.mark.parametrize("name", MAKERS)
 def test_history_and_n_iter(name, data):
     q = MAKERS[name](max_epochs=2).fit(data)
-    expected = {"DeepVQ": 2, "DCN": 1 + 2, "MDCN": 1 + 2, "Tiny": 2}[name]
+    expected = {"DeepVQ": 2, "DCN": 1 + 2, "MDCN": 1 + 2, "Tiny": 2}.get(name, 2)
     assert q.n_iter_ == expected == len(q.history_)
     assert all("train_loss" in row and "batches" not in row for row in q.history_)
 
@@ -230,6 +239,43 @@ def test_max_epochs_zero(data):
     for k in np.unique(labels):  # a Lloyd fixed point: every centroid is its cluster's mean
         np.testing.assert_allclose(d.centroids_[k], z[labels == k].mean(0), rtol=1e-4,
                                    atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [SCQ, VQAutoencoder])
+def test_max_epochs_zero_autoencoders(cls, data):
+    """max_epochs=0: nothing trained; the codes are the initialised network's nearest
+    codewords (brute force); a codebook drawn from the first training batch is refused."""
+    q = _autoencoder(cls, max_epochs=0).fit(data)
+    assert q.n_iter_ == 0 and q.history_ == []
+    module = q.net_.module_
+    with torch.no_grad():
+        z = module.encoder(torch.as_tensor(((data - q.offset_) / q.scale_).astype(np.float32)))
+    z = z.double().numpy()
+    codebook = module.bottleneck.codebook.detach().double().numpy()
+    dist = ((z[:, :, None, :] - codebook[None, None]) ** 2).sum(-1)
+    # SCQ's code is the argmax of its convex weights, which for these well separated
+    # latents is the nearest codeword too; compare where the nearest one is clear
+    clear = np.sort(dist, -1)[..., 1] - dist.min(-1) > 1e-6 * (1 + dist.min(-1))
+    codes = q.transform(data)
+    if cls is VQAutoencoder:
+        np.testing.assert_array_equal(codes, dist.argmin(-1))
+    else:
+        weights = q.transform_weights(data)
+        np.testing.assert_array_equal(codes, weights.argmax(-1))
+        assert clear.mean() > 0.9
+    # trained for one epoch, the same seed gives other weights: 0 really trained nothing
+    trained = _autoencoder(cls, max_epochs=1).fit(data).net_.module_
+    assert not torch.equal(trained.encoder.net[0].weight, module.encoder.net[0].weight)
+    if cls is SCQ:
+        with pytest.raises(ValueError, match="max_epochs=0 trains nothing.*codebook_init"):
+            _autoencoder(cls, max_epochs=0,
+                         bottleneck_params={"codebook_init": "data"}).fit(data)
+
+
+@pytest.mark.parametrize("cls", [SCQ, VQAutoencoder])
+def test_autoencoders_take_batch_size_one(cls, data):
+    q = _autoencoder(cls, batch_size=1).fit(data[:10])
+    assert q.n_iter_ == 1 and "iterator_train__drop_last" not in q.net_.get_params()
 
 
 @pytest.mark.parametrize("name", MAKERS)
@@ -275,6 +321,8 @@ def test_scaling_values(name, scaling, data):
 
 def test_default_scalings():
     assert DeepVQ().scaling == DCN().scaling == MDCN().scaling == "global"
+    # the autoencoders keep their per-feature standardisation
+    assert SCQ().scaling == VQAutoencoder().scaling == "standard"
 
 
 def test_standard_scaling_of_huge_data_is_finite():
@@ -289,7 +337,7 @@ def test_standard_scaling_of_huge_data_is_finite():
     assert np.all(np.isfinite(rec)) and np.all(np.abs(rec) < 1e302)
 
 
-@pytest.mark.parametrize("name", ["DeepVQ", "DCN", "MDCN"])
+@pytest.mark.parametrize("name", ["DeepVQ", "DCN", "MDCN", "SCQ", "VQAutoencoder"])
 def test_minmax_scalings_of_data_spanning_float64(name):
     rng = np.random.default_rng(2)
     X = rng.uniform(-1.0, 1.0, size=(64, 5)) * 1.7e308
@@ -332,6 +380,9 @@ def test_non_finite_network_output_is_refused(data):
     (lambda: _dcn(latent_dim=10**9), "latent_dim"),
     (lambda: _dcn(MDCN, hidden_sizes=(10**9, 8)), "hidden_sizes"),
     (lambda: TinyBinaryQuantizer(n_bits=10**9), "n_bits"),
+    (lambda: _autoencoder(SCQ, hidden_size=10**9), "hidden_size"),
+    (lambda: _autoencoder(n_latents=10**9), "n_latents"),
+    (lambda: _autoencoder(codebook_size=10**10), "codebook_size"),
 ])
 def test_absurd_sizes_refused_early(make, name, data):
     with pytest.raises(ValueError, match=f"{name}=.*weights.*lower {name}"):

@@ -1,4 +1,8 @@
-"""SCQ and VQAutoencoder: the estimator contract, codes, soft weights, pickling, devices."""
+"""SCQ and VQAutoencoder: codes, soft weights, pickling, devices, bad input.
+
+scikit-learn's common checks and the quantizer contract run over them with every other
+public estimator (tests/_estimators.py, test_common.py, test_contract.py); the parameters
+they share with every neural quantizer are tested in test_neural_base.py."""
 
 import io
 import re
@@ -11,13 +15,6 @@ pytest.importorskip("skorch")
 
 import joblib  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
-from sklearn.utils.estimator_checks import (  # noqa: E402
-    check_dataframe_column_names_consistency,
-    check_param_validation,
-    check_set_output_transform_pandas,
-    check_transformer_get_feature_names_out,
-    parametrize_with_checks,
-)
 
 from skvq.base import code_dtype  # noqa: E402
 from skvq.neural._autoencoder import BOTTLENECKS, SCQ, VQAutoencoder  # noqa: E402
@@ -35,32 +32,9 @@ def _one_torch_thread():
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 
-# Small default work on tiny inputs: the common checks fit dozens of times.
+# Small work on tiny inputs.
 TINY = dict(codebook_size=4, latent_dim=2, n_latents=2, hidden_size=8, max_epochs=2,
             batch_size=16)
-
-
-def _tiny(cls, **params):
-    return cls(**{**TINY, **params})
-
-
-COMMON = [_tiny(SCQ), _tiny(VQAutoencoder, bottleneck="vq_replace"),
-          _tiny(VQAutoencoder, bottleneck="rvq")]
-
-
-@parametrize_with_checks(COMMON)
-def test_sklearn_compatible_estimator(estimator, check):
-    check(estimator)
-
-
-@pytest.mark.parametrize("estimator", COMMON[:2], ids=lambda e: type(e).__name__)
-@pytest.mark.parametrize("check", [check_param_validation, check_set_output_transform_pandas,
-                                   check_transformer_get_feature_names_out,
-                                   check_dataframe_column_names_consistency],
-                         ids=lambda c: c.__name__)
-def test_extra_checks(estimator, check):
-    pytest.importorskip("pandas")
-    check(type(estimator).__name__, estimator)
 
 
 @pytest.fixture(scope="module")
@@ -270,6 +244,14 @@ def test_bad_inputs(digits):
         SCQ(bottleneck_params={"commitment_weight": 0.5}, **TINY).fit(digits)
     with pytest.raises(ValueError, match="does not take 'temperature'"):
         VQAutoencoder(bottleneck_params={"temperature": 0.5}, **TINY).fit(digits)
+    # a bad value in bottleneck_params: the layer's message, naming its parameter
+    with pytest.raises(ValueError, match="num_quantizers must be an int >= 1, got 'x'"):
+        VQAutoencoder("rvq", bottleneck_params={"num_quantizers": "x"}, **TINY).fit(digits)
+    with pytest.raises(ValueError, match="tol must be a real number > 0"):
+        SCQ(bottleneck_params={"tol": -1.0}, **TINY).fit(digits)
+    # an absurd n_downsample: refused at once (2**n_downsample is never computed)
+    with pytest.raises(ValueError, match="n_downsample=1000000000 halves the image"):
+        VQAutoencoder(image_shape=(1, 8, 8), n_downsample=10**9, **TINY).fit(digits)
 
 
 def test_residual_codes_are_the_layers_stage_codes(digits):

@@ -23,9 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNet
 from torch import nn
 
-from ..base import BaseQuantizer
-from ._torch_utils import TorchQuantizerMixin
-from .layers._bottleneck import check_parameter_memory
+from ._base import TorchQuantizer, check_image_shape
 from .layers._catalogue import BOTTLENECKS, CATALOGUE, make_bottleneck
 
 __all__ = ["SCQ", "VQAutoencoder", "make_bottleneck"]
@@ -137,31 +135,33 @@ class _AutoencoderNet(NeuralNet):
 
 
 # -- estimators ---------------------------------------------------------------------------
-_COMMON_PARAMS = {
-    "codebook_size": [Interval(Integral, 1, None, closed="left")],
-    "latent_dim": [Interval(Integral, 1, None, closed="left")],
-    "n_latents": [Interval(Integral, 1, None, closed="left")],
-    "image_shape": [tuple, list, None],
-    "n_downsample": [Interval(Integral, 0, None, closed="left")],
-    "hidden_size": [Interval(Integral, 1, None, closed="left")],
-    "commitment_weight": [Interval(Real, 0, 1, closed="both")],
-    "scaling": [StrOptions({"standard", "minmax"}), None],
-    "max_epochs": [Interval(Integral, 1, None, closed="left")],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
-    "lr": [Interval(Real, 0, None, closed="neither")],
-    "optimizer": [StrOptions({"adam", "adamw", "sgd"})],
-    "weight_decay": [Interval(Real, 0, None, closed="left")],
-    "bottleneck_params": [dict, None],
-    "device": [str],
-    "verbose": ["verbose"],
-    "random_state": ["random_state"],
-}
+class _QuantizedAutoencoderBase(TorchQuantizer):
+    """Training, coding and decoding shared by :class:`VQAutoencoder` and :class:`SCQ`.
 
-_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    A :class:`~skvq.neural._base.TorchQuantizer`: the shared parameters (scaling, optimizer,
+    device, ...) and their constraints, the scaling, the size checks, the skorch net and
+    ``history_``/``n_iter_`` come from the base; this class adds the autoencoder and asks
+    its bottleneck (through the :class:`~skvq.neural.layers.Bottleneck` interface, never its
+    type) for the codes' layout.
+    """
 
+    _parameter_constraints = {
+        **TorchQuantizer._parameter_constraints,
+        "codebook_size": [Interval(Integral, 1, None, closed="left")],
+        "latent_dim": [Interval(Integral, 1, None, closed="left")],
+        "n_latents": [Interval(Integral, 1, None, closed="left")],
+        "image_shape": [tuple, list, None],
+        "n_downsample": [Interval(Integral, 0, None, closed="left")],
+        "hidden_size": [Interval(Integral, 1, None, closed="left")],
+        "commitment_weight": [Interval(Real, 0, 1, closed="both")],
+        "bottleneck_params": [dict, None],
+    }
 
-class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
-    """Training, coding and decoding shared by :class:`VQAutoencoder` and :class:`SCQ`."""
+    # The parameters that set the bottleneck's size and loss: bottleneck_params may not set
+    # them again (the layer's keyword -> the estimator's parameter).
+    _OWN_BOTTLENECK_KEYS = {"dim": "latent_dim", "codebook_size": "codebook_size",
+                            "image_fmap": "image_shape",
+                            "commitment_weight": "commitment_weight"}
 
     def _bottleneck_spec(self):  # pragma: no cover - abstract
         """``(name, keyword arguments)`` of the bottleneck to build."""
@@ -185,93 +185,55 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
         self : object
             Fitted estimator.
         """
-        X, _ = self._validate_fit_data(X)
-        image_shape = self._check_image_shape(X.shape[1])
-        self._check_network_size(X.shape[1], image_shape)
-        self._fit_dtype = X.dtype
-        self._fit_scaling(X)
-        Xs = self._scale(X)
-        self._start_torch_fit()
-        module = self._build_module(X.shape[1], image_shape)
-        name, _ = self._bottleneck_spec()
-        self.net_ = _AutoencoderNet(
-            module=module,
-            criterion=nn.MSELoss,
-            optimizer=_OPTIMIZERS[self.optimizer],
-            optimizer__weight_decay=self.weight_decay,
-            lr=self.lr,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            train_split=None,
-            iterator_train__shuffle=True,
-            device=self.device_,
-            verbose=int(self.verbose),
-            torch_load_kwargs={"weights_only": False},
-        )
-        self.net_.fit(Xs, Xs)
-        self.net_.module_.eval()
-        bottleneck = self.net_.module_.bottleneck
+        name, params = self._bottleneck_spec()
+        for key in params:
+            if key in self._OWN_BOTTLENECK_KEYS:
+                raise ValueError(
+                    f"bottleneck_params may not set {key!r}: it comes from "
+                    f"{type(self).__name__}'s {self._OWN_BOTTLENECK_KEYS[key]} parameter.")
+        Xs = self._start_fit(X)
+        image_shape = self._check_latent_layout(Xs.shape[1])
+        sizes = {"hidden_size": self.hidden_size, "latent_dim": self.latent_dim,
+                 "codebook_size": self.codebook_size}
+        if image_shape is None:
+            sizes["n_latents"] = self.n_latents
+        module = self._build_module(
+            lambda: self._make_module(name, params, Xs.shape[1], image_shape), **sizes)
+        net = self._make_net(_AutoencoderNet, module, n_samples=Xs.shape[0])
+        net.initialize()
+        if self.max_epochs:
+            net.partial_fit(Xs, Xs)
+        else:
+            self._check_untrained_network_codes(net.module_, Xs[:1], name)
+        net.module_.eval()
+        bottleneck = net.module_.bottleneck
+        self.net_ = net
+        self._record_history(net)
         self.n_codes_ = int(bottleneck.n_codes)
         self.n_stages_ = int(bottleneck.n_stages)
         self.bits_per_sample_ = float(self._n_code_columns() * math.log2(self.n_codes_))
-        self.n_iter_ = len(self.net_.history)
         self.bottleneck_name_ = name
         return self
 
-    def _check_image_shape(self, n_features):
+    def _check_latent_layout(self, n_features):
+        """``image_shape`` checked against ``X`` (or None); sets ``latent_shape_`` and
+        ``n_latent_positions_``."""
         if self.image_shape is None:
             self.n_latent_positions_ = int(self.n_latents)
             self.latent_shape_ = (int(self.n_latents),)
             return None
-        shape = tuple(self.image_shape)
-        if len(shape) != 3 or not all(isinstance(s, Integral) and s >= 1 for s in shape):
-            raise ValueError(f"image_shape must be three positive ints (C, H, W), got "
-                             f"{self.image_shape!r}.")
-        if int(np.prod(shape)) != n_features:
-            raise ValueError(f"image_shape={shape} holds {int(np.prod(shape))} values but X "
-                             f"has n_features={n_features}.")
+        shape = check_image_shape(self.image_shape, n_features)
+        # compare exponents first: 2**n_downsample of a huge n_downsample is a huge integer
+        if self.n_downsample > min(shape[1:]).bit_length():
+            raise ValueError(f"n_downsample={self.n_downsample} halves the image more times "
+                             f"than its height and width {shape[1:]} allow.")
+        shape = check_image_shape(shape, n_features, multiple_of=2**self.n_downsample)
         factor = 2**self.n_downsample
-        if shape[1] % factor or shape[2] % factor:
-            raise ValueError(f"image height and width ({shape[1]}, {shape[2]}) must be "
-                             f"multiples of 2**n_downsample={factor}.")
         self.latent_shape_ = (shape[1] // factor, shape[2] // factor)
         self.n_latent_positions_ = self.latent_shape_[0] * self.latent_shape_[1]
         return shape
 
-    def _check_network_size(self, n_features, image_shape):
-        """Refuse, before allocating anything, a network whose parameters would exceed the
-        layers' limit (size parameters such as ``hidden_size=10**9``): the network is
-        built on torch's ``meta`` device, which allocates no memory, and its parameters
-        are counted. The bottleneck refuses an oversized codebook in its constructor."""
-        sizes = (f"hidden_size={self.hidden_size}, latent_dim={self.latent_dim}, "
-                 f"codebook_size={self.codebook_size}, "
-                 + (f"n_latents={self.n_latents}" if image_shape is None
-                    else f"image_shape={image_shape}"))
-        # Each size parameter alone is a lower bound of the parameter count (a hidden layer
-        # of hidden_size units, a codebook row of latent_dim values, ...): refusing on it
-        # first keeps sizes beyond int64 away from torch.
-        used = [self.hidden_size, self.latent_dim, self.codebook_size]
-        if image_shape is None:
-            used.append(self.n_latents)
-        check_parameter_memory(max(int(v) for v in used), type(self).__name__, sizes)
-        try:
-            with torch.device("meta"):
-                module = self._build_module(n_features, image_shape)
-        except (RuntimeError, OverflowError, MemoryError) as exc:
-            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ValueError(f"{type(self).__name__} cannot build its network with {sizes}: "
-                             f"{first_line}") from exc
-        n_values = sum(t.numel() for t in module.parameters())
-        check_parameter_memory(n_values, type(self).__name__, sizes)
-
-    def _build_module(self, n_features, image_shape):
-        name, params = self._bottleneck_spec()
-        own = {"dim": "latent_dim", "codebook_size": "codebook_size",
-               "image_fmap": "image_shape", "commitment_weight": "commitment_weight"}
-        for key in params:
-            if key in own:
-                raise ValueError(f"bottleneck_params may not set {key!r}: it comes from "
-                                 f"{type(self).__name__}'s {own[key]} parameter.")
+    def _make_module(self, name, params, n_features, image_shape):
         d, h = int(self.latent_dim), int(self.hidden_size)
         bottleneck = make_bottleneck(name, d, int(self.codebook_size),
                                      image_fmap=image_shape is not None,
@@ -284,59 +246,23 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
             decoder = ConvDecoder(image_shape, h, d, int(self.n_downsample))
         return QuantizedAutoencoder(encoder, bottleneck, decoder)
 
-    # -- scaling --------------------------------------------------------------------------
-    def _fit_scaling(self, X):
-        """``offset_`` and ``scale_`` per feature; finite for any finite ``X``, even near the
-        float64 limit (where sums of squares overflow: the statistics of ``X / max|X|``,
-        scaled back)."""
-        n_features = X.shape[1]
-        if self.scaling is None:
-            self.offset_ = np.zeros(n_features)
-            self.scale_ = np.ones(n_features)
-            return
-        with np.errstate(over="ignore", invalid="ignore"):
-            if self.scaling == "standard":
-                offset = X.mean(0, dtype=np.float64)
-                scale = X.std(0, dtype=np.float64)
-                if not (np.all(np.isfinite(offset)) and np.all(np.isfinite(scale))):
-                    # sums of squares overflowed: the same statistics of X / max|X|
-                    peak = np.max(np.abs(X), axis=0).astype(np.float64)
-                    peak = np.where(peak > 0, peak, 1.0)
-                    Y = X / peak
-                    offset = Y.mean(0, dtype=np.float64) * peak
-                    scale = Y.std(0, dtype=np.float64) * peak
-            else:  # "minmax": each feature's training range to [-1, 1]
-                low, high = X.min(0).astype(np.float64), X.max(0).astype(np.float64)
-                # halves first (exact): high - low overflows for data spanning float64's range
-                offset = high / 2 + low / 2
-                scale = high / 2 - low / 2
-        self.offset_ = offset
-        self.scale_ = np.where(scale > 0, scale, 1.0)
-
-    def _scale(self, X):
-        """``(X - offset_) / scale_`` as a fresh, writable float32 array (torch warns on
-        read-only buffers); ValueError when finite values overflow float32 once scaled."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            Xs = ((np.asarray(X, dtype=np.float64) - self.offset_) / self.scale_).astype(
-                np.float32)
-        if not np.all(np.isfinite(Xs)):
-            peak = float(np.max(np.abs(np.asarray(X, dtype=np.float64))))
+    def _check_untrained_network_codes(self, module, Xs, name):
+        """With ``max_epochs=0`` the codes come from the initialised network: refuse, in
+        ``fit``, a bottleneck that cannot code before it has seen training data (a codebook
+        drawn from the first training batch)."""
+        module.eval()
+        try:
+            with torch.no_grad():
+                module.bottleneck(module.encoder(torch.as_tensor(Xs, device=self.device_)))
+        except RuntimeError as exc:
             raise ValueError(
-                f"X has values (|x| up to {peak:.3g}) that overflow float32 after the scaling "
-                f"(scaling={self.scaling!r}), and the network computes in float32; bring X "
-                "to a moderate range, or use a scaling fitted on data of this range.")
-        return Xs
-
-    def _unscale(self, Xs):
-        return (Xs.astype(np.float64) * self.scale_ + self.offset_).astype(self._fit_dtype)
+                f"max_epochs=0 trains nothing, and the untrained {name!r} bottleneck "
+                f"cannot code: {exc}") from exc
 
     # -- torch helpers --------------------------------------------------------------------
     @property
     def _module(self):
         return self.net_.module_
-
-    def _tensor(self, array, dtype=torch.float32):
-        return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=self.device_)
 
     def _codes_layout(self, codes):
         """``(N, n_code_columns)`` codes in the bottleneck's layout (``(N, *latent_shape_)``,
@@ -344,12 +270,20 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
         lead = (codes.shape[0], *self.latent_shape_)
         return codes.reshape(self._module.bottleneck.code_shape(lead))
 
-    def _bottleneck_output(self, X):
-        """Bottleneck output of validated rows ``X`` (eval mode, no gradient)."""
+    def _encoder_output(self, X):
+        """Encoder output of raw rows ``X`` (eval mode, no gradient), checked finite."""
         module = self._module
         module.eval()
         with torch.no_grad():
-            return module.bottleneck(module.encoder(self._tensor(self._scale(X))))
+            z = module.encoder(self._to_tensor(X))
+        self._check_finite(z, "the encoder's output")
+        return z
+
+    def _bottleneck_output(self, X):
+        """Bottleneck output of validated rows ``X`` (eval mode, no gradient)."""
+        z = self._encoder_output(X)
+        with torch.no_grad():
+            return self._module.bottleneck(z)
 
     # -- the contract's hooks -------------------------------------------------------------
     def _n_code_columns(self):
@@ -375,11 +309,11 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
             return np.empty((0, self.n_features_in_), dtype=self._fit_dtype)
         module = self._module
         module.eval()
+        codes = torch.as_tensor(np.asarray(codes, dtype=np.int64), device=self.device_)
         with torch.no_grad():
-            latent = module.bottleneck.decode_codes(self._codes_layout(self._tensor(codes,
-                                                                                torch.long)))
-            rec = module.decoder(latent).cpu().numpy()
-        return self._unscale(rec)
+            latent = module.bottleneck.decode_codes(self._codes_layout(codes))
+            return self._unscale(module.decoder(latent))
+
 
     # -- soft weights -----------------------------------------------------------------------
     def transform_weights(self, X):
@@ -454,11 +388,11 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
         out = np.empty((weights.shape[0], self.n_features_in_), dtype=self._fit_dtype)
         with torch.no_grad():
             for rows in self._row_batches(weights.shape[0]):
-                w = self._tensor(weights[rows])
+                w = torch.as_tensor(weights[rows], dtype=torch.float32, device=self.device_)
                 lead = (w.shape[0], *self.latent_shape_)
                 latent = bottleneck.decode_weights(
                     bottleneck.weights_from_flat(w.reshape(-1, w.shape[-1]), lead))
-                out[rows] = self._unscale(module.decoder(latent).cpu().numpy())
+                out[rows] = self._unscale(module.decoder(latent))
         return out
 
     # -- evaluation -------------------------------------------------------------------------
@@ -500,8 +434,9 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
         bottleneck = module.bottleneck
         with torch.no_grad():
             for rows in self._row_batches(X.shape[0]):
-                xs = self._tensor(self._scale(X[rows]))
+                xs = self._to_tensor(X[rows])
                 z = module.encoder(xs)
+                self._check_finite(z, "the encoder's output")
                 out = bottleneck(z)
                 rec_sq += float((module.decoder(out.quantized) - xs).pow(2).sum())
                 code_rec = module.decoder(bottleneck.decode_codes(out.codes))
@@ -528,11 +463,6 @@ class _QuantizedAutoencoderBase(TorchQuantizerMixin, BaseQuantizer):
             "usage": float((counts > 0).mean()),
         }
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags
-
 
 _SHARED_DOC = """
     codebook_size : int, default=64
@@ -551,27 +481,33 @@ _SHARED_DOC = """
         Width of the MLP's hidden layers, or channels of the convolutional layers.
     commitment_weight : float, default=0.25
         :math:`\\beta` of eq. (5) (every bottleneck but Gumbel; SCQ applies it to ``C P*``).
-    scaling : {"standard", "minmax"} or None, default="standard"
-        Scaling of each feature inside the estimator, undone on output: zero mean and unit
-        variance, the training range mapped to ``[-1, 1]``, or none.
+    scaling : {"standard", "minmax", "global"} or None, default="standard"
+        How ``X`` is mapped into the space the network works in (undone on output):
+        ``"standard"``: zero mean and unit variance per feature; ``"minmax"``: each
+        feature's training range to ``[-1, 1]``; ``"global"``: one affine map for all
+        features, the training data's overall range to ``[-1, 1]`` (DeepVQ's default);
+        ``None``: no scaling. The values of every neural quantizer
+        (:class:`~skvq.neural._base.TorchQuantizer`).
     max_epochs : int, default=30
-        Training epochs.
+        Training epochs. 0 trains nothing: the codes come from the initialised network
+        (refused for a bottleneck that draws its codebook from the first training batch,
+        ``codebook_init="data"``).
     batch_size : int, default=64
         Mini-batch size.
     lr : float, default=1e-3
         Learning rate.
     optimizer : {"adam", "adamw", "sgd"}, default="adam"
-        torch optimizer.
+        torch optimizer; ``"sgd"`` has momentum 0.9, as for every neural quantizer.
     weight_decay : float, default=0.0
         The optimizer's weight decay.
     bottleneck_params : dict or None, default=None
         Further keyword arguments of the bottleneck's constructor (see
         :func:`~skvq.neural._autoencoder.make_bottleneck`).
-    device : str, default="auto"
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``; the
-        resolved device is ``device_``.
+    device : "auto", "cpu", "cuda", "cuda:<i>" or torch.device, default="auto"
+        ``"auto"`` is CUDA when available, else the CPU; an explicit CUDA device on a
+        machine without one raises ``ValueError``. The resolved device is ``device_``.
     verbose : int, default=0
-        1 prints skorch's epoch log.
+        0: silent; 1: skorch's epoch log; 2 or more: a progress bar per epoch as well.
     random_state : int, RandomState instance or None, default=None
         Seeds the weight initialisation, the shuffling and the bottleneck's random draws:
         the same seed gives the same codes on the same device and torch build."""
@@ -580,10 +516,13 @@ _ATTRIBUTES_DOC = """
     Attributes
     ----------
     net_ : skorch.NeuralNet
-        The trained network (``net_.module_``: ``encoder``, ``bottleneck``, ``decoder``;
-        ``net_.history``: the training loss per epoch).
+        The trained network (``net_.module_``: ``encoder``, ``bottleneck``, ``decoder``).
+        It works in the scaled space: continue training with
+        ``net_.partial_fit(Xs, Xs)``, ``Xs = ((X - offset_) / scale_).astype("float32")``.
     device_ : str
         The device the network lives on.
+    history_ : list of dict
+        skorch's history, one dict per epoch (``train_loss``, ``dur``, ...).
     n_latent_positions_ : int
         Latent vectors per sample.
     latent_shape_ : tuple of int
@@ -596,10 +535,10 @@ _ATTRIBUTES_DOC = """
         Values of each code (``codebook_size``).
     bits_per_sample_ : float
         ``n_latent_positions_ * n_stages_ * log2(n_codes_)``.
-    offset_, scale_ : ndarray of shape (n_features_in,)
-        The input scaling, ``(X - offset_) / scale_``.
+    offset_, scale_ : ndarray of shape (n_features_in_,)
+        The input scaling: the network sees ``(X - offset_) / scale_``.
     n_iter_ : int
-        Epochs run.
+        Epochs run (recorded in ``history_``).
     bottleneck_name_ : str
         The bottleneck's name.
     n_features_in_ : int
@@ -661,7 +600,8 @@ class VQAutoencoder(_QuantizedAutoencoderBase):
     (300, 64)
     """
 
-    _parameter_constraints = {"bottleneck": [StrOptions(set(BOTTLENECKS))], **_COMMON_PARAMS}
+    _parameter_constraints = {**_QuantizedAutoencoderBase._parameter_constraints,
+                              "bottleneck": [StrOptions(set(BOTTLENECKS))]}
 
     def __init__(self, bottleneck="vq", *, codebook_size=64, latent_dim=8, n_latents=4,
                  image_shape=None, n_downsample=2, hidden_size=128, commitment_weight=0.25,
@@ -755,9 +695,9 @@ class SCQ(_QuantizedAutoencoderBase):
     """
 
     _parameter_constraints = {
+        **_QuantizedAutoencoderBase._parameter_constraints,
         "alpha": [Interval(Real, 0, None, closed="neither")],
         "solver": [StrOptions({"relaxed", "exact"})],
-        **_COMMON_PARAMS,
     }
 
     def __init__(self, alpha=1.0, solver="relaxed", *, codebook_size=64, latent_dim=8,

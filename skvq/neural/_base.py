@@ -307,6 +307,10 @@ class TorchQuantizer(BaseQuantizer):
         try:
             with torch.device("meta"):
                 meta = build()
+        except ValueError:
+            # a layer's own message about its parameters (the layers' InvalidParameterError
+            # is a TypeError too, which would otherwise read as a size problem)
+            raise
         except (RuntimeError, OverflowError, TypeError, MemoryError):
             refuse(None)
         n_weights = sum(t.numel() for t in itertools.chain(meta.parameters(), meta.buffers()))

@@ -1,4 +1,5 @@
-"""Shared pieces of the torch-backed quantizers: lazy import, device resolution, seeding.
+"""Shared pieces of the torch-backed quantizers: lazy import, device resolution, seeding
+(used by :class:`skvq.neural._base.TorchQuantizer`).
 
 Importing this module does not import torch; :func:`import_torch` does, and raises an
 ``ImportError`` that says how to install it when it is missing.
@@ -8,8 +9,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["TorchQuantizerMixin", "import_torch", "resolve_device", "seed_everything",
-           "torch_generator_seed"]
+__all__ = ["import_torch", "resolve_device", "seed_everything", "torch_generator_seed"]
 
 _INSTALL_HINT = (
     "skvq's neural quantizers need PyTorch and skorch. Install them with "
@@ -121,23 +121,3 @@ def seed_everything(random_state):
         torch.cuda.manual_seed_all(seed)
     return seed
 
-
-class TorchQuantizerMixin:
-    """The device and seed at the start of ``fit``, and a device that follows the net when a
-    pickle is loaded elsewhere, for the estimators not yet on the neural base
-    (:class:`skvq.neural._base.TorchQuantizer` does the same for those that are).
-
-    The estimator has the parameters ``device`` and ``random_state`` and keeps its skorch
-    net as ``net_``.
-    """
-
-    def _start_torch_fit(self):
-        """Resolve ``device`` into ``device_`` and seed torch from ``random_state``."""
-        self.device_ = resolve_device(self.device)
-        seed_everything(self.random_state)
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        # skorch loads a CUDA-trained net on the CPU when CUDA is missing: follow the net.
-        if "net_" in state:
-            self.device_ = str(self.net_.device)
