@@ -119,8 +119,11 @@ class TorchQuantizer(BaseQuantizer):
        :func:`check_image_shape` (rows of ``X`` are flattened images).
 
     ``TinyBinaryQuantizer`` in ``tests/test_neural_base.py`` follows these steps in about
-    60 lines and passes scikit-learn's common checks; :class:`~skvq.neural.DeepVQ` and
-    :class:`~skvq.neural.DCN` are the full-size examples.
+    60 lines and passes scikit-learn's common checks; :class:`~skvq.neural.DeepVQ`,
+    :class:`~skvq.neural.DCN` and :class:`~skvq.neural.SCQ` are the full-size examples.
+    A new estimator also gets a row in the one table of the common tests
+    (``tests/_estimators.py``): a registered estimator without one fails
+    ``tests/test_contract.py``.
 
     The parameters and attributes below are those every neural quantizer shares (its own
     docstring repeats them with its defaults).
@@ -133,7 +136,8 @@ class TorchQuantizer(BaseQuantizer):
         training range to ``[-1, 1]``; ``"global"``: one affine map for all features, the
         training data's overall range to ``[-1, 1]`` (DeepVQ's paper; a per-feature map
         would weight the error of nearly constant features up); ``None``: no scaling. The
-        default is the estimator's own (DeepVQ, DCN, MDCN: ``"global"``).
+        default is the estimator's own (DeepVQ, DCN, MDCN: ``"global"``; SCQ,
+        VQAutoencoder: ``"standard"``).
     optimizer : {"adam", "adamw", "sgd"}
         torch optimizer (:data:`OPTIMIZERS`; ``"sgd"`` has momentum 0.9).
     lr : float > 0
