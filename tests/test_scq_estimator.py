@@ -352,6 +352,16 @@ def test_oversized_networks_fail_before_allocating(digits, cls, size):
         cls(**{**TINY, **size}).fit(digits)
 
 
+def test_training_batches_beyond_the_memory_limit_are_refused(digits):
+    """A codebook small enough to build but whose distance table for one training batch
+    (16 rows x 2 latent vectors x 2e7 codewords, about 10 GB with autograd's copies) would
+    not fit: a ValueError naming the parameters, not torch's allocation error."""
+    params = {**TINY, "latent_dim": 1, "codebook_size": 2 * 10**7}
+    with pytest.raises(ValueError, match="batch_size=16 give training batches.*lower "
+                                         "batch_size or codebook_size"):
+        VQAutoencoder(**params).fit(digits)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the error without CUDA")
 def test_cuda_requested_without_cuda(digits):
     with pytest.raises(ValueError, match="CUDA is not available"):

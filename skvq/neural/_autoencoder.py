@@ -199,6 +199,7 @@ class _QuantizedAutoencoderBase(TorchQuantizer):
             sizes["n_latents"] = self.n_latents
         module = self._build_module(
             lambda: self._make_module(name, params, Xs.shape[1], image_shape), **sizes)
+        self._check_batch_memory(min(self.batch_size, Xs.shape[0]))
         net = self._make_net(_AutoencoderNet, module, n_samples=Xs.shape[0])
         net.initialize()
         if self.max_epochs:
@@ -232,6 +233,20 @@ class _QuantizedAutoencoderBase(TorchQuantizer):
         self.latent_shape_ = (shape[1] // factor, shape[2] // factor)
         self.n_latent_positions_ = self.latent_shape_[0] * self.latent_shape_[1]
         return shape
+
+    def _check_batch_memory(self, n_rows):
+        """Refuse training batches whose activations (the distance table of every latent
+        vector against every codeword above all) would exceed the base's size limit, before
+        torch tries to allocate them."""
+        n_bytes = n_rows * self._bytes_per_row()
+        cap = 4 * self._max_n_weights
+        if n_bytes > cap:
+            raise ValueError(
+                f"codebook_size={self.codebook_size}, hidden_size={self.hidden_size} and "
+                f"batch_size={self.batch_size} give training batches of about "
+                f"{n_bytes / 2**30:.3g} GiB of activations ({n_rows} rows of "
+                f"{self.n_latent_positions_} latent vectors), beyond the {cap / 2**30:.0f} GiB "
+                f"that {type(self).__name__} allows; lower batch_size or codebook_size.")
 
     def _make_module(self, name, params, n_features, image_shape):
         d, h = int(self.latent_dim), int(self.hidden_size)
@@ -337,7 +352,7 @@ class _QuantizedAutoencoderBase(TorchQuantizer):
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         self._require_codebook_weights()
         bottleneck = self._module.bottleneck
-        k = int(self.codebook_size)
+        k = self.n_codes_
         out = np.empty((X.shape[0], self.n_latent_positions_, k), dtype=np.float32)
         for rows in self._row_batches(X.shape[0]):
             w = bottleneck.flat_weights(self._bottleneck_output(X[rows]))
@@ -375,7 +390,7 @@ class _QuantizedAutoencoderBase(TorchQuantizer):
         weights = np.asarray(weights)
         if weights.dtype.kind not in "biuf":
             raise TypeError(f"weights must be numeric, got dtype {weights.dtype}.")
-        expected = (self.n_latent_positions_, int(self.codebook_size))
+        expected = (self.n_latent_positions_, self.n_codes_)
         if weights.shape[1:] != expected:
             raise ValueError(f"weights must have shape (n_samples, {expected[0]}, "
                              f"{expected[1]}), got {weights.shape}.")
@@ -430,7 +445,7 @@ class _QuantizedAutoencoderBase(TorchQuantizer):
         rec_sq = code_sq = q_err = 0.0
         n_vectors = 0
         counts = mass = None
-        k = int(self.codebook_size)
+        k = self.n_codes_
         bottleneck = module.bottleneck
         with torch.no_grad():
             for rows in self._row_batches(X.shape[0]):
@@ -532,7 +547,8 @@ _ATTRIBUTES_DOC = """
         gives ``n_latent_positions_ * n_stages_`` code columns, the stages of each position
         next to each other.
     n_codes_ : int
-        Values of each code (``codebook_size``).
+        Values of each code (``codebook_size`` for the catalogue's bottlenecks; the
+        bottleneck's ``n_codes``).
     bits_per_sample_ : float
         ``n_latent_positions_ * n_stages_ * log2(n_codes_)``.
     offset_, scale_ : ndarray of shape (n_features_in_,)
