@@ -132,6 +132,7 @@ class Check:
         self.torch, self.device, self.budget, self.quick = torch, device, budget, quick
         self.lines, self.failures = [], []
         self.compare = device != "cpu"  # the CPU's figures beside the device's
+        self.report = None
 
     def need(self, seconds, what):
         if self.budget.left() < seconds:
@@ -180,6 +181,16 @@ class Check:
         took = time.perf_counter() - start
         self.lines += [f"(section: {took:.1f} s)", ""]
         print(f"   {took:.1f} s", flush=True)
+        self.write(partial=True)
+
+    def write(self, partial=False):
+        """Write the report; after each section too, so that a run stopped from outside
+        (the hard time limit of ``.ci/gpu``) leaves the sections it finished."""
+        if self.report is None:
+            return
+        tail = ["*Partial report: the run had not finished when this was written.*", ""]
+        text = "\n".join(self.lines + (tail if partial else [])) + "\n"
+        self.report.write_text(text, encoding="utf-8")
 
 
 def _fmt(value, digits=4):
@@ -695,6 +706,7 @@ def main(argv=None):
     report.parent.mkdir(parents=True, exist_ok=True)
     budget = Budget(args.budget, start)
     check = Check(device, budget, args.quick)
+    check.report = report
     cuda_start = time.perf_counter()
     x = torch.randn(1024, 1024, device=device)
     float((x @ x).sum())  # context creation and the first kernel: the cold start
@@ -715,7 +727,7 @@ def main(argv=None):
     check.lines += [f"Total: {budget.elapsed():.0f} s of the {budget.seconds:.0f} s budget.", ""]
     if check.failures:
         check.lines += ["## Failures", ""] + [f"- {f}" for f in check.failures] + [""]
-    report.write_text("\n".join(check.lines) + "\n", encoding="utf-8")
+    check.write()
     print(f"wrote {report} ({budget.elapsed():.0f} s)")
     for failure in check.failures:
         print(f"FAILED: {failure}")
