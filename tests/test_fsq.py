@@ -162,7 +162,7 @@ def test_statistics_count_the_implicit_codebook():
 
 # -- the levels rule ----------------------------------------------------------------------------
 def test_levels_rule_gives_the_papers_recommended_levels():
-    """Mentzer et al. (2023), Sec. 4.1: the levels recommended for about 2^8 to 2^16 codes."""
+    """Mentzer et al. (2023): the levels recommended for about 2^8 to 2^16 codes."""
     paper = {240: (8, 6, 5), 1000: (8, 5, 5, 5), 4375: (7, 5, 5, 5, 5),
              15360: (8, 8, 8, 6, 5), 64000: (8, 8, 8, 5, 5, 5)}
     for size, levels in paper.items():
@@ -234,7 +234,7 @@ def test_numpy_levels_and_large_level_counts():
     assert out.codes.tolist() == [0, 2000, 1000]
 
 
-def test_vq_autoencoder_with_fsq(tmp_path):
+def test_vq_autoencoder_with_fsq():
     from sklearn.datasets import load_digits
 
     from skvq.neural import VQAutoencoder

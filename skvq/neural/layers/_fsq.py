@@ -29,11 +29,6 @@ __all__ = ["FSQ", "fsq_levels"]
 # The bound's tanh is stretched by 1 + _BOUND_EPS so that the extreme levels are reached by
 # finite inputs (the paper's Appendix A.1 and vector-quantize-pytorch use 1e-3).
 _BOUND_EPS = 1e-3
-# Levels of the automatic rule: the FSQ paper's recommended levels are all in 5..8, and it
-# reports that fewer than 5 levels per dimension do worse at the same codebook size; 3 and 4
-# are allowed so that small codebooks (16, 32, 128) still have a factorisation. 2 is left out:
-# the standard bound puts its two levels at -1 and 0 (see preserve_symmetry).
-_RULE_LEVELS = (3, 4, 5, 6, 7, 8)
 
 
 def fsq_levels(codebook_size):
@@ -41,8 +36,8 @@ def fsq_levels(codebook_size):
 
     The factorisation ``codebook_size = prod(levels)`` into the fewest levels between 3 and 8,
     and among those the most even one (the sorted levels smallest in lexicographic order,
-    largest first). It reproduces the FSQ paper's recommended levels (Mentzer et al., 2023,
-    Section 4.1) for the sizes they give exactly:
+    largest first). It reproduces the FSQ paper's table of recommended levels (Mentzer et
+    al., 2023) for the sizes it lists, exactly:
 
     ==================  ===================
     ``codebook_size``   levels
@@ -74,6 +69,9 @@ def fsq_levels(codebook_size):
         above 7, or a factor 2 left alone, as in 2, 10 or 22): the message says to pass
         ``levels`` explicitly.
     """
+    # The FSQ paper's recommended levels are all in 5..8; 3 and 4 are allowed so that small
+    # codebooks (16, 32, 128) still have a factorisation. 2 is left out: the standard bound
+    # puts its two values at -1 and 0 (see FSQ's preserve_symmetry).
     k = check_param("codebook_size", codebook_size, "int", low=1)
     exponents = {}
     rest = k
@@ -155,8 +153,8 @@ class FSQ(Bottleneck):
     projections learn from the reconstruction loss.
 
     With ``preserve_symmetry=True`` the levels are placed symmetrically,
-    ``2 floor((L - 1)(tanh(h) + 1) / 2 + 1/2) / (L - 1) - 1`` (Zhang et al., 2024, Sec. 3.2,
-    as vector-quantize-pytorch), which allows ``L = 2``.
+    ``2 floor((L - 1)(tanh(h) + 1) / 2 + 1/2) / (L - 1) - 1`` (arXiv:2411.19842, Sec. 3.2, as
+    vector-quantize-pytorch), which allows ``L = 2``.
 
     Parameters
     ----------
