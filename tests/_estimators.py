@@ -26,7 +26,10 @@ from skvq._registry import estimator_names, public_estimators
 def _deepvq():
     from skvq.neural import DeepVQ
 
-    return [DeepVQ(n_bits=4, hidden_sizes=(8,), max_epochs=2, b_iter=3, batch_size=16)]
+    # the second: an untied decoder, decoder fine-tuning, and codes wider than a byte
+    return [DeepVQ(n_bits=4, hidden_sizes=(8,), max_epochs=2, b_iter=3, batch_size=16),
+            DeepVQ(n_bits=9, hidden_sizes=(8,), tied_weights=False, decoder_hidden=(12,),
+                   max_epochs=2, b_iter=2, finetune_epochs=1, batch_size=16)]
 
 
 def _dcn(name):
