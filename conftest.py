@@ -6,6 +6,11 @@ l0learn environment of CI) their doctests are not collected, as the tests that n
 """
 
 import importlib.util
+import os
+
+# numba's parallel kernels and torch's / scikit-learn's OpenMP pools share two cores in one
+# test process; spin-waiting OpenMP threads then made the common checks five times slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 _HAVE_TORCH = all(importlib.util.find_spec(m) is not None for m in ("torch", "skorch"))
 

@@ -14,13 +14,6 @@ import joblib  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
-from sklearn.utils.estimator_checks import (  # noqa: E402
-    check_dataframe_column_names_consistency,
-    check_param_validation,
-    check_set_output_transform_pandas,
-    check_transformer_get_feature_names_out,
-    parametrize_with_checks,
-)
 
 from skorch.callbacks import Checkpoint  # noqa: E402
 
@@ -67,29 +60,8 @@ def data():
     return X.astype(np.float32)
 
 
-# -- scikit-learn's common checks ------------------------------------------------------------
-# DCN differs from MDCN only in which vector the decoder reconstructs from in training.
-ESTIMATORS = [
-    DeepVQ(n_bits=4, hidden_sizes=(8,), max_epochs=2, b_iter=3),
-    DeepVQ(n_bits=9, hidden_sizes=(8,), tied_weights=False, decoder_hidden=(12,),
-           max_epochs=2, b_iter=2, finetune_epochs=1),
-    MDCN(n_bits=2, hidden_sizes=(8,), latent_dim=2, pretrain_epochs=1, max_epochs=1),
-]
-
-
-@parametrize_with_checks(ESTIMATORS)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
-
-
-@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
-@pytest.mark.parametrize("check", [check_param_validation, check_set_output_transform_pandas,
-                                   check_transformer_get_feature_names_out,
-                                   check_dataframe_column_names_consistency],
-                         ids=lambda c: c.__name__)
-def test_extra_checks(estimator, check):
-    pytest.importorskip("pandas")
-    check(type(estimator).__name__, estimator)
+# scikit-learn's common checks run on DeepVQ, DCN and MDCN from the one contract table
+# (tests/_estimators.py, tests/test_common.py).
 
 
 # -- the B-step (eq. 6-8) against brute force --------------------------------------------------
