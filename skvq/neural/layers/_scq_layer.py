@@ -111,10 +111,10 @@ class SoftConvexQuantizer(Bottleneck):
 
     Inputs are checked as by every :class:`~skvq.neural.layers._bottleneck.Bottleneck`
     (dtype, shape, finite values small enough not to overflow squared distances). The
-    weights returned are checked too: when the solver's float arithmetic cannot represent
-    the problem (inputs many orders of magnitude beyond the codewords' scale relative to
-    ``alpha``, where the relaxed solver's unconstrained weights exceed ``1 / eps``), a
-    ``ValueError`` says so instead of returning weights off the simplex.
+    weights returned are checked too: they must sum to one. The simplex projection subtracts
+    each row's maximum first, so the relaxed solver stays on the simplex up to the overflow
+    limit of the inputs; should float arithmetic still fail, a ``ValueError`` says so instead
+    of returning weights off the simplex.
 
     The forward pass returns a :class:`~skvq.neural.layers._bottleneck.BottleneckOutput`:
     ``quantized`` (:math:`C p^\star` in the input's layout), ``codes`` (the hard codes
