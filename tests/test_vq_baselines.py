@@ -943,3 +943,52 @@ def test_nearest_codeword_unit_norm_is_the_largest_inner_product():
     c = F.normalize(torch.randn(40, 6, generator=gen, dtype=torch.float64), dim=1)
     np.testing.assert_array_equal(nearest_codeword(z, c, unit_norm=True).numpy(),
                                   _brute_force_nearest(z.numpy(), c.numpy()))
+
+
+# -- the same layer on another device (CUDA when present) ---------------------------------
+_DEVICE_LAYERS = {
+    "vq": lambda: VectorQuantize(8, 32),
+    "vq_ema_replace": lambda: VectorQuantize(8, 32, ema_update=True,
+                                             threshold_ema_dead_code=1.0),
+    "vq_cosine": lambda: VectorQuantize(8, 32, use_cosine_sim=True),
+    "affine": lambda: AffineVQ(8, 32),
+    "gumbel": lambda: GumbelVQ(8, 32),
+    "rvq": lambda: ResidualVQ(8, 32, num_quantizers=3),
+    "fsq": lambda: FSQ(8, levels=[8, 5, 5]),
+}
+
+
+def _same_on_device(name, device):
+    """Outputs, codes and input gradients of a layer copied to ``device`` equal the CPU's."""
+    torch.manual_seed(0)
+    cpu_layer = _DEVICE_LAYERS[name]().eval()
+    other = _DEVICE_LAYERS[name]().eval()
+    other.load_state_dict(cpu_layer.state_dict())
+    other = other.to(device)
+    z = torch.randn(256, 8)
+    z_cpu = z.clone().requires_grad_(True)
+    z_dev = z.to(device).requires_grad_(True)
+    out_cpu = cpu_layer(z_cpu)
+    out_dev = other(z_dev)
+    np.testing.assert_array_equal(out_dev.codes.cpu().numpy(), out_cpu.codes.numpy())
+    np.testing.assert_allclose(out_dev.quantized.detach().cpu().numpy(),
+                               out_cpu.quantized.detach().numpy(), rtol=1e-5, atol=1e-5)
+    (out_cpu.quantized.sum() + out_cpu.loss).backward()
+    (out_dev.quantized.sum() + out_dev.loss).backward()
+    if z_cpu.grad is None:  # eval output without a path to z (FSQ decodes its codes)
+        assert z_dev.grad is None
+        return
+    np.testing.assert_allclose(z_dev.grad.cpu().numpy(), z_cpu.grad.numpy(), rtol=1e-4,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(_DEVICE_LAYERS))
+def test_layer_copied_to_another_device_gives_the_same_result_cpu(name):
+    """The comparison of the CUDA test, run CPU to CPU (so its logic is tested everywhere)."""
+    _same_on_device(name, "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", sorted(_DEVICE_LAYERS))
+def test_layer_on_cuda_matches_cpu(name):
+    _same_on_device(name, "cuda")
