@@ -551,7 +551,7 @@ _ATTRIBUTES_DOC = """
         bottleneck's ``n_codes``).
     bits_per_sample_ : float
         ``n_latent_positions_ * n_stages_ * log2(n_codes_)``.
-    offset_, scale_ : ndarray of shape (n_features_in_,)
+    offset_, scale_ : ndarray of shape (n_features_in,)
         The input scaling: the network sees ``(X - offset_) / scale_``.
     n_iter_ : int
         Epochs run (recorded in ``history_``).

@@ -169,7 +169,7 @@ class TorchQuantizer(BaseQuantizer):
         continue training with ``net_.partial_fit(((X - offset_) / scale_).astype("float32"))``.
     device_ : str
         The resolved device.
-    offset_, scale_ : ndarray of shape (n_features_in_,)
+    offset_, scale_ : ndarray of shape (n_features_in,)
         The scaling: the network sees ``(X - offset_) / scale_``.
     history_ : list of dict
         skorch's history, one dict per epoch (``train_loss``, ``dur``, ...).

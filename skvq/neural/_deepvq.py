@@ -323,7 +323,7 @@ class DeepVQ(TorchQuantizer):
         ``train_loss`` is the mean squared error per entry).
     n_iter_ : int
         Epochs in ``history_`` (``max_epochs + finetune_epochs``).
-    offset_, scale_ : ndarray of shape (n_features_in_,)
+    offset_, scale_ : ndarray of shape (n_features_in,)
         The scaling: the network sees ``(X - offset_) / scale_`` (with
         ``scaling="global"`` every entry of each is the same number).
     n_features_in_ : int
@@ -705,9 +705,9 @@ class DCN(TorchQuantizer):
         ``lam``, ``reconstruct_from`` and ``clustering`` are net parameters, and
         ``net_.partial_fit(Xs)`` on scaled float32 data continues the joint training.
     device_ : str
-    centroids_ : ndarray of shape (n_clusters_, latent_dim)
+    centroids_ : ndarray of shape (n_clusters, latent_dim)
         Latent centroids ``C`` (read from ``net_.module_.centroids``).
-    codebook_ : ndarray of shape (n_clusters_, n_features_in_)
+    codebook_ : ndarray of shape (n_clusters, n_features_in)
         Decoded centroids ``g(c_k)`` in the input's units (computed from ``net_`` when
         read).
     n_clusters_ : int
@@ -717,7 +717,7 @@ class DCN(TorchQuantizer):
         skorch's per-epoch history: the pre-training epochs, then the joint ones.
     n_iter_ : int
         Epochs in ``history_`` (``pretrain_epochs + max_epochs``).
-    offset_, scale_ : ndarray of shape (n_features_in_,)
+    offset_, scale_ : ndarray of shape (n_features_in,)
         The scaling: the network sees ``(X - offset_) / scale_``.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
