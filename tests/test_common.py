@@ -14,19 +14,7 @@ from _estimators import all_estimators, expected_failed_checks, unavailable_esti
 
 ESTIMATORS = all_estimators()
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The neural configurations are tiny: one torch thread avoids waking idle threads."""
-    try:
-        import torch
-    except ImportError:
-        yield
-        return
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _id(estimator):

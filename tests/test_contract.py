@@ -43,19 +43,7 @@ SCALAR_IDS = [f"{type(e).__name__}-{i}" for i, e in enumerate(SCALAR)]
 def X():
     return np.random.default_rng(0).normal(size=(40, 6))
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The neural configurations are tiny: one torch thread avoids waking idle threads."""
-    try:
-        import torch
-    except ImportError:
-        yield
-        return
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- the one table: every registered estimator, neural ones included ---------------------------

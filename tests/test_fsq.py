@@ -11,13 +11,7 @@ torch = pytest.importorskip("torch")
 
 from skvq.neural.layers import FSQ, fsq_levels, make_bottleneck  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pair(levels, dim, preserve_symmetry=False, image=False):

@@ -30,13 +30,7 @@ from skvq.neural._base import OPTIMIZERS, TorchQuantizer, check_image_shape  # n
 from skvq.neural._deepvq import DCN, MDCN, DeepVQ  # noqa: E402
 from skvq.neural.layers._kmeans_torch import assign, kmeans, kmeans_plusplus  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

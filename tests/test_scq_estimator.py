@@ -21,13 +21,7 @@ from skvq.neural._autoencoder import BOTTLENECKS, SCQ, VQAutoencoder  # noqa: E4
 from skvq.neural.layers._catalogue import CATALOGUE, BottleneckEntry  # noqa: E402
 from skvq.neural.layers._vq_baselines import ResidualVQ  # noqa: E402
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny networks: one thread avoids the cost of waking idle threads on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")

@@ -20,7 +20,7 @@ from skvq.neural.layers._simplex import (  # noqa: E402
     scq_relaxed,
 )
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TORCH = "active-set-torch"
 PROBLEMS = [  # (M, K, d, lambda)

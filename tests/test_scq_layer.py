@@ -21,7 +21,7 @@ from skvq.neural.layers._simplex import (  # noqa: E402
     scq_relaxed,
 )
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PROBLEMS = [  # (M, K, d, lambda)
     (12, 8, 3, 1.0),

@@ -22,14 +22,7 @@ from skvq.neural.layers._vq_baselines import (  # noqa: E402
 
 ALL_LAYERS = [VectorQuantize, AffineVQ, GumbelVQ, ResidualVQ, SoftConvexQuantizer, FSQ]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny networks: one thread avoids the cost of waking idle threads on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _brute_force_nearest(z, codebook):
