@@ -115,23 +115,6 @@ def test_ill_conditioned_case_converges_in_a_few_iterations():
     assert (scq_objective(z, codebook, w_relaxed, codes, lam) > obj + 1.0).all()
 
 
-def test_wide_supports_match_cvxpy():
-    """Supports of about 100 codewords: the padded working sets grow past 64 slots."""
-    gen = torch.Generator().manual_seed(11)
-    k, d, lam = 150, 100, 1e-2
-    codebook = torch.randn(k, d, generator=gen, dtype=torch.float64)
-    mix = torch.distributions.Dirichlet(torch.ones(k, dtype=torch.float64))
-    torch.manual_seed(11)
-    z = mix.sample((3,)) @ codebook  # inside the hull: the minimiser spreads its weight
-    codes = nearest_codes(z, codebook)
-    _, w, info = scq_exact(z, codebook, lam, tol=1e-14, return_info=True, method=TORCH)
-    assert (w > 0).sum(1).min() > 64 and info.n_unconverged == 0
-    obj = scq_objective(z, codebook, w, codes, lam).numpy()
-    np.testing.assert_allclose(obj, [r[0] for r in _cvxpy_eq8(z, codebook, codes, lam)],
-                               atol=1e-8, rtol=0)
-    np.testing.assert_allclose(w.numpy(), _numba(z, codebook, codes, lam).numpy(), atol=1e-8)
-
-
 def test_duplicate_codewords_and_ties():
     """Duplicated codewords (ties in every gradient) and inputs equidistant to two codewords.
 

@@ -163,8 +163,10 @@ def test_relaxed_never_better_than_exact_and_on_simplex(m, k, d, lam, method):
         assert torch.allclose(p.sum(1), torch.ones(m, dtype=p.dtype), atol=1e-12)
 
 
-def test_active_set_wide_supports_match_cvxpy():
-    """Supports of about 100 codewords (beyond the solver's first work-array size of 64)."""
+@pytest.mark.parametrize("method", ["active-set", "active-set-torch"])
+def test_active_set_wide_supports_match_cvxpy(method):
+    """Supports of about 100 codewords (beyond the compiled solver's first work-array size of
+    64; the torch method's padded working sets grow past 64 slots)."""
     gen = torch.Generator().manual_seed(11)
     k, d, lam = 150, 100, 1e-2
     codebook = torch.randn(k, d, generator=gen, dtype=torch.float64)
@@ -172,7 +174,7 @@ def test_active_set_wide_supports_match_cvxpy():
     torch.manual_seed(11)
     z = mix.sample((3,)) @ codebook  # inside the hull: the minimiser spreads its weight
     codes = nearest_codes(z, codebook)
-    _, w, info = scq_exact(z, codebook, lam, tol=1e-14, return_info=True, method="active-set")
+    _, w, info = scq_exact(z, codebook, lam, tol=1e-14, return_info=True, method=method)
     assert (w > 0).sum(1).min() > 64 and info.n_unconverged == 0
     ref = _cvxpy_eq8(z.numpy(), codebook.numpy(), codes.numpy(), lam)
     obj = scq_objective(z, codebook, w, codes, lam).numpy()
