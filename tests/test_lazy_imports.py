@@ -7,9 +7,24 @@ import textwrap
 import pytest
 
 
-def _run(code):
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=300)
+# A finder that refuses torch and skorch makes importing them fail as if they were missing.
+_NO_TORCH = """
+import sys
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "skorch"):
+            raise ImportError("No module named " + repr(name))
+        return None
+
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+def _run(code, no_torch=False):
+    code = (_NO_TORCH if no_torch else "") + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_import_skvq_does_not_import_torch():
@@ -35,24 +50,14 @@ def test_import_skvq_does_not_import_torch():
 
 @pytest.mark.parametrize("name", ["DeepVQ", "SCQ", "SoftConvexQuantizer"])
 def test_neural_names_without_torch_raise_a_helpful_import_error(name):
-    # a finder that refuses torch makes `import torch` fail as if it were not installed
     result = _run(f"""
-        import sys
-
-        class NoTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "skorch"):
-                    raise ImportError("No module named " + repr(name))
-                return None
-
-        sys.meta_path.insert(0, NoTorch())
         import skvq
         try:
             skvq.{name}
         except ImportError as exc:
             assert "pip install" in str(exc), exc
             print("ok")
-    """)
+    """, no_torch=True)
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
 
@@ -76,15 +81,7 @@ def test_cli_without_torch_lists_and_refuses_neural_quantizers(tmp_path):
 
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(20, 3)))
     result = _run(f"""
-        import io, sys
-
-        class NoTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "skorch"):
-                    raise ImportError("No module named " + repr(name))
-                return None
-
-        sys.meta_path.insert(0, NoTorch())
+        import io
         from skvq import cli
         out = io.StringIO()
         assert cli.main(["list"], out=out) == 0
@@ -94,7 +91,7 @@ def test_cli_without_torch_lists_and_refuses_neural_quantizers(tmp_path):
         assert cli.main(args + ["deepvq"], out=out) == 1
         assert cli.main(args + ["l0-dp"], out=out) == 0
         print("ok")
-    """)
+    """, no_torch=True)
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
     assert "deepvq" in result.stderr and "not installed" in result.stderr
