@@ -877,6 +877,35 @@ def test_mask_on_feature_maps_and_affine_vq():
         assert torch.all(out.codes[~mask] == -1) and torch.all(out.codes[mask] >= 0)
 
 
+@pytest.mark.parametrize("name", BOTTLENECKS)
+def test_every_bottleneck_takes_a_mask(name):
+    """The mask is part of the Bottleneck interface: for every bottleneck of the catalogue a
+    masked batch gives, at the kept positions, what the batch of the kept vectors gives alone
+    (codes, output, soft weights, loss); padded positions: output 0, code -1, weights 0, no
+    gradient."""
+    x = torch.randn(2, 30, 4, generator=torch.Generator().manual_seed(3))
+    mask = torch.rand(2, 30, generator=torch.Generator().manual_seed(4)) > 0.4
+    torch.manual_seed(0)
+    full = make_bottleneck(name, 4, 8).train()
+    part = make_bottleneck(name, 4, 8).train()
+    part.load_state_dict(full.state_dict())
+    xa = x.clone().requires_grad_()
+    torch.manual_seed(1)
+    out = full(xa, mask=mask)
+    torch.manual_seed(1)
+    ref = part(x[mask])
+    assert torch.equal(out.codes[mask], ref.codes)
+    assert torch.all(out.codes[~mask] == -1)
+    assert torch.allclose(out.quantized[mask], ref.quantized, atol=1e-6)
+    assert torch.all(out.quantized[~mask] == 0)
+    assert torch.allclose(out.loss, ref.loss, atol=1e-6)
+    if ref.weights is not None:
+        assert torch.allclose(out.weights[mask], ref.weights, atol=1e-6)
+        assert torch.all(out.weights[~mask] == 0)
+    (out.quantized.sum() + out.loss).backward()
+    assert torch.all(xa.grad[~mask] == 0)
+
+
 @pytest.mark.parametrize("mask, error, match", [
     (torch.ones(3, 7), TypeError, "bool tensor"),
     ([[True] * 7] * 3, TypeError, "bool tensor"),

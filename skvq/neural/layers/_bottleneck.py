@@ -404,22 +404,65 @@ class Bottleneck(nn.Module):
             return perplexities[0], usages[0]
         return torch.stack(perplexities).mean(), torch.stack(usages).mean()
 
-    def forward(self, z):
+    def forward(self, z, mask=None):
+        """Quantize ``z``.
+
+        Parameters
+        ----------
+        z : Tensor
+            ``(..., d)`` vectors, or ``(N, d, H, W)`` feature maps with ``image_fmap=True``.
+        mask : bool Tensor or None, default=None
+            ``z``'s layout without the vector axis (``(...)`` or ``(N, H, W)``), ``False`` at
+            padded positions (vector-quantize-pytorch's ``mask``). Only the unmasked vectors
+            are quantized: they alone make the loss, the statistics and any codebook update
+            (EMA, dead codes, k-means start); masked positions get ``quantized`` 0 (no
+            gradient), code -1 in every stage and soft weights 0. Every bottleneck takes it.
+
+        Returns
+        -------
+        BottleneckOutput
+        """
         flat, lead = self._to_flat(z)
-        result = self._quantize_flat(flat)
+        keep = None if mask is None else self._check_mask(mask, lead, z.device)
+        rows = flat if keep is None else flat[keep]
+        result = self._quantize_flat(rows)
         with torch.no_grad():
-            err = (flat.detach() - result.quantized.detach()).pow(2).mean()
+            err = (rows.detach() - result.quantized.detach()).pow(2).mean()
             perplexity, usage = self._code_statistics(result.codes, flat.dtype)
-        weights = None if result.weights is None else self._from_flat(result.weights, lead)
+        quantized, codes, weights = result.quantized, result.codes, result.weights
+        if keep is not None:
+            index = (keep.nonzero().squeeze(1),)
+            quantized = flat.new_zeros(flat.shape).index_put(index, quantized)
+            codes = codes.new_full((flat.shape[0], *codes.shape[1:]), -1).index_put(index, codes)
+            if weights is not None:
+                weights = weights.new_zeros((flat.shape[0], weights.shape[1])).index_put(
+                    index, weights)
         return BottleneckOutput(
-            quantized=self._from_flat(result.quantized, lead),
-            codes=result.codes.reshape(self.code_shape(lead)),
-            weights=weights,
+            quantized=self._from_flat(quantized, lead),
+            codes=codes.reshape(self.code_shape(lead)),
+            weights=None if weights is None else self._from_flat(weights, lead),
             loss=result.loss,
             quantization_error=err,
             perplexity=perplexity,
             usage=usage,
         )
+
+    def _check_mask(self, mask, lead, device):
+        """The flat ``(M,)`` mask of ``forward(z, mask)``, checked."""
+        name = type(self).__name__
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError(f"{name}: mask must be a bool tensor (False at padded positions), "
+                            f"got {getattr(mask, 'dtype', type(mask).__name__)}.")
+        if tuple(mask.shape) != tuple(lead):
+            raise ValueError(f"{name}: mask must have the shape of the vectors' layout "
+                             f"{tuple(lead)} (the input's shape without the vector axis), got "
+                             f"{tuple(mask.shape)}.")
+        if mask.device != device:
+            raise ValueError(f"{name}: mask on {mask.device}, input on {device}.")
+        keep = mask.reshape(-1)
+        if not bool(keep.any()):
+            raise ValueError(f"{name}: mask selects no vector (every position is padding).")
+        return keep
 
     def _check_codes(self, codes):
         if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.is_complex():

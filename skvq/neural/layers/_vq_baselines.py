@@ -155,7 +155,6 @@ class VectorQuantize(Bottleneck):
                              self.codebook.detach().clone() if self.ema_update else None)
         self.register_buffer("initialized", torch.tensor(not self.kmeans_init))
         self.n_replaced = 0
-        self._keep = None  # the flat mask of the forward pass in progress (forward(mask=))
 
     def extra_repr(self):
         options = [f"dim={self.dim}", f"codebook_size={self.codebook_size}"]
@@ -170,23 +169,10 @@ class VectorQuantize(Bottleneck):
             return F.normalize(self.codebook, dim=1, eps=1e-6)
         return self.codebook
 
-    def forward(self, z, mask=None):
-        """Quantize ``z``; ``mask`` (bool, ``z``'s layout without the vector axis, ``False``
-        at padded positions) leaves those vectors out of the loss and the codebook updates.
-
-        Returns
-        -------
-        BottleneckOutput
-            With a mask: zero ``quantized`` and code -1 at the masked positions, and the
-            statistics over the unmasked vectors.
-        """
-        return _forward_masked(self, z, mask)
-
     # -- the steps of a forward pass -------------------------------------------------------
     def _lookup(self, z):
         """``(x, z_q, codes, loss)``: the vectors as the codebook sees them (unit vectors with
         ``use_cosine_sim``), their codewords (with the codebook's gradient), codes, loss."""
-        keep = self._keep
         x = F.normalize(z, dim=1, eps=1e-6) if self.use_cosine_sim else z
         if not bool(self.initialized):
             if not self.training:
@@ -194,14 +180,14 @@ class VectorQuantize(Bottleneck):
                     f"{type(self).__name__}(kmeans_init=True) has not been initialised: its "
                     "codebook is the k-means of the first batch in training mode "
                     "(layer.train()), or loaded with the state dict of an initialised layer.")
-            self._init_kmeans(x.detach() if keep is None else x.detach()[keep])
+            self._init_kmeans(x.detach())
         codebook = self.codebook_vectors()
         codes = nearest_codeword(x.detach(), codebook.detach(), unit_norm=self.use_cosine_sim)
         z_q = codebook[codes]
         beta = self.commitment_weight
-        loss = beta * _masked_mse(x, z_q.detach(), keep)
+        loss = beta * F.mse_loss(x, z_q.detach())
         if not self.ema_update:
-            loss = loss + (1.0 - beta) * _masked_mse(z_q, x.detach(), keep)
+            loss = loss + (1.0 - beta) * F.mse_loss(z_q, x.detach())
         return x, z_q, codes, loss
 
     def _output(self, x, z_q):
@@ -269,8 +255,6 @@ class VectorQuantize(Bottleneck):
         order of vector-quantize-pytorch's ``update_codebook``)."""
         if not (self.ema_update or self.threshold_ema_dead_code > 0):
             return
-        if self._keep is not None:
-            x, codes = x[self._keep], codes[self._keep]
         counts = torch.bincount(codes, minlength=self.codebook_size).to(self.cluster_size)
         self.cluster_size.lerp_(counts, 1.0 - self.decay)
         if self.ema_update:
@@ -394,8 +378,7 @@ class AffineVQ(VectorQuantize):
             self.codebook.data[used] -= lr * residual / scale
 
     def _quantize_flat(self, z):
-        keep = self._keep
-        zk = z.detach() if keep is None else z.detach()[keep]
+        zk = z.detach()
         if self.training:
             if self.threshold_ema_dead_code > 0:
                 codes = nearest_codeword(z.detach(), self.codebook_vectors().detach())
@@ -405,7 +388,7 @@ class AffineVQ(VectorQuantize):
         codebook = self.codebook_vectors().detach()
         codes = nearest_codeword(z.detach(), codebook)
         z_q = codebook[codes]
-        loss = self.commitment_weight * _masked_mse(z, z_q, keep)
+        loss = self.commitment_weight * F.mse_loss(z, z_q)
         return FlatQuantization(_straight_through(self, z, z_q), codes, None, loss)
 
 
@@ -511,11 +494,6 @@ class ResidualVQ(Bottleneck):
                            eps=eps, ema_update=ema, kmeans_init=kmeans_init,
                            kmeans_iters=kmeans_iters)
             for _ in range(self.num_quantizers))
-        self._keep = None
-
-    def forward(self, z, mask=None):
-        """As :meth:`VectorQuantize.forward`, ``mask`` included."""
-        return _forward_masked(self, z, mask)
 
     @property
     def n_stages(self):
@@ -535,13 +513,9 @@ class ResidualVQ(Bottleneck):
             # residual of detached codewords, so their terms train their own codebooks and,
             # through r_{q-1}, the encoder as well.
             stage_in = z - z_q.detach() if q else z
-            layer._keep = self._keep
-            try:
-                residual, codewords, codes, stage_loss = layer._lookup(stage_in)
-                if self.training:  # after the lookup: the sum uses the codewords it found
-                    layer._update_codebook(residual.detach(), codes)
-            finally:
-                layer._keep = None
+            residual, codewords, codes, stage_loss = layer._lookup(stage_in)
+            if self.training:  # after the lookup: the sum uses the codewords it found
+                layer._update_codebook(residual.detach(), codes)
             loss = loss + stage_loss
             z_q = z_q + codewords.detach()
             stage_codes.append(codes)
@@ -566,11 +540,6 @@ class ResidualVQ(Bottleneck):
         return self._from_flat(self._sum_codewords(flat), lead)
 
 
-def _masked_mse(a, b, keep):
-    """Mean squared difference over the entries of the rows ``keep`` (all rows: None)."""
-    if keep is None:
-        return F.mse_loss(a, b)
-    return F.mse_loss(a[keep], b[keep])
 
 
 def _rotate_to(src, tgt):
@@ -593,53 +562,8 @@ def _rotate_to(src, tgt):
     return rotated * (norm_tgt / norm_src.clamp_min(1e-6)).detach()
 
 
-def _flat_rows(layer, t):
-    """``t`` in the input layout as ``(M, last)`` rows in the order of the flat vectors."""
-    if layer.image_fmap:
-        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
-    return t.reshape(-1, t.shape[-1])
 
 
-def _forward_masked(layer, z, mask):
-    """``layer``'s forward pass with a mask of padded positions (vector-quantize-pytorch's
-    ``mask``): ``_quantize_flat`` reads the flat mask from ``layer._keep``; here the output
-    of masked positions is set to zero and their codes to -1, and the statistics are taken
-    over the unmasked vectors."""
-    if mask is None:
-        return Bottleneck.forward(layer, z)
-    name = type(layer).__name__
-    layer._check_input(z)
-    lead = tuple(z.shape[:1] + z.shape[2:]) if layer.image_fmap else tuple(z.shape[:-1])
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise TypeError(f"{name}: mask must be a bool tensor (False at padded positions), "
-                        f"got {getattr(mask, 'dtype', type(mask).__name__)}.")
-    if tuple(mask.shape) != lead:
-        raise ValueError(f"{name}: mask must have the shape of the vectors' layout {lead} "
-                         f"(the input's shape {tuple(z.shape)} without the vector axis), got "
-                         f"{tuple(mask.shape)}.")
-    if mask.device != z.device:
-        raise ValueError(f"{name}: mask on {mask.device}, input on {z.device}.")
-    keep = mask.reshape(-1)
-    if not bool(keep.any()):
-        raise ValueError(f"{name}: mask selects no vector (every position is padding).")
-    layer._keep = keep
-    try:
-        out = Bottleneck.forward(layer, z)
-    finally:
-        layer._keep = None
-    flat_codes = out.codes.reshape(keep.shape[0], -1)
-    codes = out.codes.clone()
-    codes[~mask] = -1
-    with torch.no_grad():
-        err = (_flat_rows(layer, z.detach()) - _flat_rows(layer, out.quantized.detach()))
-        err = err[keep].pow(2).mean()
-        kept_codes = flat_codes[keep]
-        perplexity, usage = layer._code_statistics(
-            kept_codes[:, 0] if layer.n_stages == 1 else kept_codes, z.dtype)
-    layout_mask = mask[:, None] if layer.image_fmap else mask[..., None]
-    quantized = torch.where(layout_mask, out.quantized, out.quantized.new_zeros(()))
-    return out._replace(quantized=quantized, codes=codes, quantization_error=err,
-                        perplexity=perplexity, usage=usage)
 
 
 def _straight_through(layer, z, z_q):
