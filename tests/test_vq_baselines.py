@@ -1014,3 +1014,19 @@ def test_layer_copied_to_another_device_gives_the_same_result_cpu(name):
 @pytest.mark.parametrize("name", sorted(_DEVICE_LAYERS))
 def test_layer_on_cuda_matches_cpu(name):
     _same_on_device(name, "cuda")
+
+
+def test_state_dict_without_initialized_buffer_loads_strictly():
+    """A state dict saved before the ``initialized`` buffer existed loads with strict=True,
+    as an initialised layer (its codebook was always in use), in VQ, affine and residual VQ."""
+    for make in [lambda: VectorQuantize(4, 8), lambda: AffineVQ(4, 8),
+                 lambda: ResidualVQ(4, 8, num_quantizers=2)]:
+        old = make()
+        state = {k: v for k, v in old.state_dict().items() if not k.endswith("initialized")}
+        new = make()
+        new.load_state_dict(state, strict=True)
+        for name, buf in new.named_buffers():
+            if name.endswith("initialized"):
+                assert bool(buf)
+        z = torch.randn(5, 4)
+        assert torch.equal(new.eval()(z).codes, old.eval()(z).codes)

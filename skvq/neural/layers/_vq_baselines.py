@@ -208,6 +208,15 @@ class VectorQuantize(Bottleneck):
 
     # -- codebook updates (training) ---------------------------------------------------------
     @torch.no_grad()
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # State dicts saved before the ``initialized`` buffer existed (skvq < kmeans_init)
+        # come from layers whose codebook was always in use: load them as initialised, so
+        # that ``load_state_dict(strict=True)`` keeps working on them.
+        key = prefix + "initialized"
+        if key not in state_dict and prefix + "codebook" in state_dict:
+            state_dict[key] = torch.tensor(True)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _init_kmeans(self, x):
         """Codebook, usage averages (and EMA sums) from k-means of the batch ``x``."""
         k, m = self.codebook_size, x.shape[0]
