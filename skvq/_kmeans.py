@@ -6,6 +6,8 @@ distance matrix beyond the block, no second pass for the update); empty clusters
 largest cluster (faiss' rule), so every centroid ends up used when the data allow it.
 """
 
+import math
+
 import numpy as np
 from numba import njit
 from sklearn.utils._chunking import get_chunk_n_rows
@@ -33,39 +35,187 @@ def _distance_table(centers, dtype):
     return table
 
 
-def nearest_centroid(X, centers, return_distances=False, augmented=False):
-    """Index of the nearest centroid of each row (squared Euclidean), batched.
+# Data whose largest magnitude lies in [2**-_SAFE_EXPONENT, 2**_SAFE_EXPONENT] are used as
+# they are; beyond, they are rescaled by a power of two (exact) so that squared distances
+# neither underflow to 0 nor overflow to inf, in float32 as in float64.
+_SAFE_EXPONENT = 16
+
+
+def unit_scale(X):
+    """A power of two ``s`` such that ``X / s`` has its largest magnitude in [0.5, 1), or 1
+    when ``X`` is already in a safe range (or all zero): dividing by ``s`` is exact, so codes
+    of ``X / s`` against centroids ``C / s`` are those of ``X`` against ``C``."""
+    top = float(np.max(np.abs(X))) if X.size else 0.0
+    if top == 0.0 or not np.isfinite(top):
+        return 1.0
+    exponent = np.frexp(top)[1]
+    if -_SAFE_EXPONENT <= exponent <= _SAFE_EXPONENT:
+        return 1.0
+    return float(np.ldexp(1.0, exponent))
+
+
+@njit(nogil=True, cache=True)
+def _exact_sq_distance(X, i, centers, k, inv_row_scale):
+    """Squared distance from row ``i`` of ``X`` to centroid ``k`` from the differences, in
+    float64 (float32 inputs: the differences and squares are exact), each difference scaled by
+    ``inv_row_scale`` (a power of two) so that rows far from the centroids' scale cannot
+    overflow."""
+    total = 0.0
+    for t in range(centers.shape[1]):
+        diff = (np.float64(X[i, t]) - np.float64(centers[k, t])) * inv_row_scale
+        total += diff * diff
+    return total
+
+
+@njit(nogil=True, cache=True)
+def _second_gap_is_small(d, i, best, gamma, xn, center_norms, norm_max):
+    """Whether some centroid other than ``best`` lies within the rounding margin of row
+    ``i``'s best expanded distance (four running minima: no loop-carried dependency)."""
+    k = d.shape[1]
+    low = d[i, best]
+    m0 = m1 = m2 = m3 = np.inf
+    j = 0
+    while j + 4 <= k:
+        v0, v1, v2, v3 = d[i, j], d[i, j + 1], d[i, j + 2], d[i, j + 3]
+        m0 = v0 if (v0 < m0 and j != best) else m0
+        m1 = v1 if (v1 < m1 and j + 1 != best) else m1
+        m2 = v2 if (v2 < m2 and j + 2 != best) else m2
+        m3 = v3 if (v3 < m3 and j + 3 != best) else m3
+        j += 4
+    while j < k:
+        v0 = d[i, j]
+        m0 = v0 if (v0 < m0 and j != best) else m0
+        j += 1
+    second = min(min(m0, m1), min(m2, m3))
+    return np.float64(second) - np.float64(low) <= gamma * (xn + center_norms[best] + norm_max)
+
+
+@njit(nogil=True, cache=True)
+def _recheck(d, X, centers, center_norms, gamma, labels, dists):
+    """Make the labels of ``rows`` exact: the expanded distances ``d`` (``|c|^2 - 2 x.c``)
+    lose up to ``gamma * (|x|^2 + |c_k|^2 + |c_best|^2)`` to rounding (the dot product's
+    error bound), so every centroid within that margin of the row's best is compared again
+    with :func:`_exact_sq_distance`; the label becomes the nearest centroid in float64 and,
+    on exact ties, the lowest index (as faiss and ``np.argmin``). Rows whose expanded
+    distances are not finite (far outside the centroids' scale) are searched exactly over
+    every centroid. ``labels`` holds each row's argmin on entry. ``dists`` (if it has rows)
+    receives the squared distances."""
+    n, k = d.shape
+    norm_max = 0.0
+    for j in range(k):
+        norm_max = max(norm_max, center_norms[j])
+    for i in range(n):
+        best = labels[i]
+        low = np.float64(d[i, best])
+        xn = 0.0
+        top = 0.0
+        for t in range(centers.shape[1]):
+            v = np.float64(X[i, t])
+            xn += v * v
+            top = max(top, abs(v))
+        inv_row_scale = 1.0
+        finite = np.isfinite(low) and np.isfinite(xn)
+        if finite and not _second_gap_is_small(d, i, best, gamma, xn, center_norms,
+                                               norm_max):
+            if dists.shape[0]:
+                dists[i] = max(low + xn, 0.0)
+            continue
+        if finite:
+            exact_best = _exact_sq_distance(X, i, centers, best, 1.0)
+            for j in range(k):
+                if j != best and (np.float64(d[i, j]) - low
+                                  <= gamma * (xn + center_norms[best] + center_norms[j])):
+                    e = _exact_sq_distance(X, i, centers, j, 1.0)
+                    if e < exact_best or (e == exact_best and j < best):
+                        exact_best = e
+                        best = j
+        else:
+            # scale the differences by the row's largest entry (a power of two)
+            inv_row_scale = 1.0 / math.ldexp(1.0, math.frexp(top)[1]) if top > 0 else 1.0
+            best = 0
+            exact_best = _exact_sq_distance(X, i, centers, 0, inv_row_scale)
+            for j in range(1, k):
+                e = _exact_sq_distance(X, i, centers, j, inv_row_scale)
+                if e < exact_best:
+                    exact_best = e
+                    best = j
+        labels[i] = best
+        if dists.shape[0]:
+            dists[i] = exact_best / (inv_row_scale * inv_row_scale)
+
+
+def nearest_centroid(X, centers, return_distances=False, augmented=False, exact=True):
+    """Index of the nearest centroid of each row (squared Euclidean), batched and exact.
+
+    Distances are computed with the expanded formula ``|c|^2 - 2 x.c`` (one BLAS product per
+    block of rows, in the dtype of ``X``); the rows whose best and other candidates lie
+    within the formula's rounding bound are compared again from the differences in float64
+    (:func:`_argmin_checked`), so the result is the nearest centroid in float64 arithmetic,
+    the lowest index on exact ties, whatever the dtype. Data and centroids far from unit
+    scale are first divided by a power of two (:func:`unit_scale`, exact), so that any finite
+    scale, 1e-300 to 1e300, gives the codes of the data at unit scale.
 
     Parameters
     ----------
     X : ndarray of shape (n, d), or (n, d + 1) from :func:`augment` if ``augmented``
     centers : ndarray of shape (k, d)
     return_distances : bool
-        Also return the squared distance to the nearest centroid.
+        Also return the squared distance to the nearest centroid (in float64 for the rows
+        compared exactly; it may overflow to inf or underflow to 0 at extreme scales).
     augmented : bool
-        ``X`` already carries the column of ones (k-means reuses it across iterations).
+        ``X`` already carries the column of ones (k-means reuses it across iterations); it
+        is then used at its scale, which :func:`kmeans` has made safe.
+    exact : bool
+        Re-check near ties (default). Lloyd's inner iterations pass False: an assignment
+        off by a rounding error there does not change the fit's quality, and the one
+        SIMD argmin is faster.
     """
     n, k = X.shape[0], centers.shape[0]
     dtype = X.dtype
+    scale = 1.0 if augmented else unit_scale(centers)
+    if scale != 1.0:
+        centers = centers * (1.0 / scale)
     table = _distance_table(centers, dtype)
+    center_norms = np.einsum("ij,ij->i", centers.astype(np.float64),
+                             centers.astype(np.float64))
+    centers_c = np.ascontiguousarray(centers, dtype=dtype)
+    # rounding bound of a (d + 1)-term dot product in ``dtype``, with a safety factor 2
+    gamma = 2.0 * (centers.shape[1] + 2) * float(np.finfo(dtype).eps)
     labels = np.empty(n, dtype=np.intp)
-    dists = np.empty(n, dtype=dtype) if return_distances else None
-    # Small blocks keep the distance block in cache: one product, one SIMD argmin per block.
+    dists = np.empty(n, dtype=np.float64) if return_distances else np.empty(0)
+    # Small blocks keep the distance block in cache: one product, one SIMD argmin and one
+    # compiled pass (second best, and the exact re-check of the rows near a tie) per block.
     step = max(1, min(get_chunk_n_rows(row_bytes=8 * k), _BLOCK))
     buf = np.empty((min(step, n), k), dtype=dtype)
     for start in range(0, n, step):
         batch = X[start:start + step]
         rows = batch.shape[0]
-        full = batch if augmented else augment(batch)
+        if augmented:
+            full = batch
+        else:
+            full = augment(batch)
+            if scale != 1.0:
+                full[:, :-1] *= 1.0 / scale
         d = buf[:rows]
         np.matmul(full, table, out=d)
         lab = np.argmin(d, axis=1)
-        labels[start:start + rows] = lab
-        if return_distances:
+        if not (exact or return_distances):
+            labels[start:start + rows] = lab
+            continue
+        block_labels = labels[start:start + rows]
+        block_labels[:] = lab
+        block_dists = dists[start:start + rows] if return_distances else dists
+        if exact:
+            _recheck(d, full, centers_c, center_norms, gamma, block_labels, block_dists)
+        else:
             sub = full[:, :-1]
-            norms = np.einsum("ij,ij->i", sub, sub)
-            dists[start:start + rows] = np.maximum(d[np.arange(rows), lab] + norms, 0)
-    return (labels, dists) if return_distances else labels
+            block_dists[:] = np.maximum(d[np.arange(rows), lab]
+                                        + np.einsum("ij,ij->i", sub, sub), 0)
+    if not return_distances:
+        return labels
+    if scale != 1.0:
+        dists *= scale * scale
+    return labels, dists.astype(dtype, copy=False)
 
 
 @njit(nogil=True, cache=True)
@@ -140,11 +290,22 @@ def kmeans(X, k, *, max_iter=20, init="k-means++", n_init=1, tol=0.0, rng=None):
     centers : ndarray of shape (k, d)
     labels : ndarray of shape (n,)
     inertia : float
-        Sum of squared distances to the nearest centroid.
+        Sum of squared distances to the nearest centroid (inf or 0 where the sum overflows
+        or underflows float64; the centroids and labels are still those of the data at unit
+        scale).
     n_iter : int
         Iterations of the kept run.
     """
     rng = np.random.default_rng() if rng is None else rng
+    scale = unit_scale(X)
+    if scale != 1.0:
+        # k-means of X / scale (a power of two: exact), scaled back: squared distances
+        # neither underflow nor overflow at any finite scale
+        if not isinstance(init, str):
+            init = np.asarray(init) * (1.0 / scale)
+        centers, labels, inertia, n_iter = kmeans(
+            X * (1.0 / scale), k, max_iter=max_iter, init=init, n_init=n_init, tol=tol, rng=rng)
+        return centers * scale, labels, inertia * scale * scale, n_iter
     n, d = X.shape
     sq_norms = np.einsum("ij,ij->i", X, X)
     X_aug = augment(X)
@@ -182,7 +343,7 @@ def _lloyd(X, X_aug, centers, max_iter, tol, rng):
     prev = np.inf
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        labels = nearest_centroid(X_aug, centers, augmented=True)
+        labels = nearest_centroid(X_aug, centers, augmented=True, exact=False)
         sums[:] = 0
         counts[:] = 0
         inertia = _accumulate(X, centers, labels, sums, counts)
