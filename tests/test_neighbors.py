@@ -16,7 +16,7 @@ from sklearn.utils.estimator_checks import (
 )
 
 from skvq import OPQ, PQ
-from skvq.neighbors import PQNearestNeighbors, _smallest
+from skvq.neighbors import METRICS, PQNearestNeighbors, _smallest
 
 QUANTIZERS = [
     PQ(n_subspaces=3, n_bits=5, random_state=0),
@@ -164,12 +164,199 @@ def test_database_is_held_as_codes_only(data):
     X, _ = data
     nn = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=5, random_state=0)).fit(X)
     fitted = {k for k in vars(nn) if k.endswith("_") and not k.startswith("_")}
-    assert fitted == {"quantizer_", "codes_", "n_samples_fit_", "n_features_in_"}
+    assert fitted == {"quantizer_", "packed_codes_", "code_size_", "ids_", "n_samples_fit_",
+                      "n_features_in_"}
+    assert nn.ids_ is None
+    # 3 codes of 5 bits: 15 bits, two bytes a vector, in faiss' bit-string layout.
+    assert nn.code_size_ == 2 and nn.packed_codes_.shape == (X.shape[0], 2)
     assert nn.codes_.shape == (X.shape[0], 3) and nn.codes_.dtype == np.uint8
     np.testing.assert_array_equal(nn.codes_, nn.quantizer_.transform(X))
     assert nn.n_samples_fit_ == X.shape[0]
-    # 3 bytes a vector and the codebooks, not 12 floats a vector.
+    # 2 bytes a vector and the codebooks, not 12 floats a vector.
     assert len(pickle.dumps(nn)) < X.nbytes / 8
+
+
+def _random_pq(n_bits, n_features=6, n_subspaces=3, seed=0):
+    """A 'fitted' PQ with random codebooks: wide codes without a k-means of 2**16 centroids."""
+    pq = PQ(n_subspaces, n_bits)
+    width = n_features // n_subspaces
+    pq.codebook_ = np.random.default_rng(seed).normal(size=(n_subspaces, 2**n_bits, width))
+    pq.subspace_bounds_ = np.arange(n_subspaces + 1) * width
+    pq.bits_per_sample_ = float(n_subspaces * n_bits)
+    pq.n_features_in_ = n_features
+    return pq
+
+
+@pytest.mark.parametrize("n_bits", [1, 3, 4, 7, 8, 9, 12, 16])
+def test_packed_codes_round_trip_and_search(n_bits):
+    """Codes of any width are stored packed (8 and 16 bits as they are) and the scan over
+    them equals brute force over the reconstructions."""
+    faiss = pytest.importorskip("faiss")
+    rng = np.random.default_rng(n_bits)
+    n_subspaces = 3
+    X = rng.normal(size=(300, 6))
+    Q = rng.normal(size=(7, 6))
+    nn = PQNearestNeighbors(FrozenEstimator(_random_pq(n_bits)), n_neighbors=5).fit(X)
+    codes = nn.quantizer_.transform(X)
+    assert nn.code_size_ == -(-n_subspaces * n_bits // 8)
+    assert nn.packed_codes_.dtype == np.uint8
+    np.testing.assert_array_equal(nn.codes_, codes)
+    # faiss' BitstringReader reads the same codes back (independent of skvq.packing).
+    np.testing.assert_array_equal(
+        faiss.unpack_bitstrings(nn.packed_codes_, n_subspaces, n_bits), codes)
+    distances, indices = nn.kneighbors(Q)
+    expected_distances, expected_indices = _brute_force(
+        Q, nn.quantizer_.inverse_transform(codes), 5)
+    np.testing.assert_array_equal(indices, expected_indices)
+    _assert_distances_close(distances, expected_distances)
+
+
+def _normalized(A):
+    return A / np.linalg.norm(A, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("distance", ["adc", "sdc"])
+@pytest.mark.parametrize("quantizer", QUANTIZERS, ids=QUANTIZER_IDS)
+def test_inner_product_and_cosine_equal_brute_force(quantizer, distance, data):
+    """inner_product: <q, q(y)>, largest first; cosine: 1 - <q/|q|, q(y/|y|)>, ascending."""
+    X, Q = data
+    for metric in ["inner_product", "cosine"]:
+        nn = PQNearestNeighbors(quantizer, n_neighbors=8, metric=metric,
+                                distance=distance).fit(X)
+        q = nn.quantizer_
+        database = _normalized(X) if metric == "cosine" else X
+        np.testing.assert_array_equal(nn.codes_, q.transform(database))
+        rec = q.inverse_transform(nn.codes_)
+        queries = _normalized(Q) if metric == "cosine" else Q
+        if distance == "sdc":
+            queries = q.inverse_transform(q.transform(queries))
+            if metric == "cosine":
+                queries = _normalized(queries)
+        similarity = queries @ rec.T
+        expected_indices = np.argsort(-similarity, axis=1, kind="stable")[:, :8]
+        expected = np.take_along_axis(similarity, expected_indices, axis=1)
+        distances, indices = nn.kneighbors(Q)
+        np.testing.assert_array_equal(indices, expected_indices)
+        if metric == "cosine":
+            expected = 1 - expected
+        np.testing.assert_allclose(distances, expected, rtol=1e-10, atol=1e-10)
+        # X=None: each reconstruction queries the others.
+        self_indices = nn.kneighbors(n_neighbors=3, return_distance=False)
+        queries = rec if metric == "inner_product" else _normalized(rec)
+        similarity = queries @ rec.T
+        np.fill_diagonal(similarity, -np.inf)
+        np.testing.assert_array_equal(
+            self_indices, np.argsort(-similarity, axis=1, kind="stable")[:, :3])
+
+
+def test_inner_product_float32(data):
+    X, Q = (a.astype(np.float32) for a in data)
+    nn = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=5, random_state=0), n_neighbors=5,
+                            metric="inner_product").fit(X)
+    distances, indices = nn.kneighbors(Q)
+    assert distances.dtype == np.float32
+    rec = nn.quantizer_.inverse_transform(nn.codes_).astype(np.float64)
+    exact = Q.astype(np.float64) @ rec.T
+    np.testing.assert_allclose(distances, np.take_along_axis(exact, indices, axis=1),
+                               rtol=1e-4, atol=1e-4)
+    assert np.all(np.diff(distances, axis=1) <= 0)
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS, ids=QUANTIZER_IDS)
+def test_inner_product_matches_faiss_index_pq(quantizer):
+    """faiss' IndexPQ with METRIC_INNER_PRODUCT over the same codebooks finds the same
+    neighbours with the same inner products."""
+    faiss = pytest.importorskip("faiss")
+    from skvq.interop import to_faiss
+
+    if quantizer.n_subspaces == 5:
+        pytest.skip("faiss has no uneven subspaces")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 12)).astype(np.float32)
+    Q = rng.normal(size=(50, 12)).astype(np.float32)
+    q = clone(quantizer).fit(X[:1000])
+    exported = to_faiss(q)
+    index_pq = faiss.IndexPQ(12, q.n_subspaces, q.n_bits, faiss.METRIC_INNER_PRODUCT)
+    index_pq.pq = exported if isinstance(q, PQ) else exported[1]
+    index_pq.is_trained = True
+    index = index_pq if isinstance(q, PQ) else faiss.IndexPreTransform(exported[0], index_pq)
+    index.add(X)
+    expected_similarity, expected_indices = index.search(Q, 10)
+    nn = PQNearestNeighbors(FrozenEstimator(q), n_neighbors=10,
+                            metric="inner_product").fit(X)
+    distances, indices = nn.kneighbors(Q)
+    # float32 sums in a different order: near-ties may swap, nothing else.
+    exact = Q.astype(np.float64) @ q.inverse_transform(nn.codes_).astype(np.float64).T
+    np.testing.assert_allclose(np.take_along_axis(exact, indices, axis=1),
+                               np.take_along_axis(exact, expected_indices, axis=1), atol=1e-5)
+    assert np.mean(indices == expected_indices) > 0.9
+    np.testing.assert_allclose(distances, expected_similarity, rtol=1e-5, atol=1e-4)
+
+
+def test_partial_fit_equals_fit_with_the_same_quantizer(data):
+    """fit on A then partial_fit B == the codes of A + B with that quantizer."""
+    X, Q = data
+    for metric in METRICS:
+        nn = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=4, random_state=0), n_neighbors=6,
+                                metric=metric).fit(X[:400])
+        codebook = nn.quantizer_.codebook_.copy()
+        nn.partial_fit(X[400:500]).partial_fit(X[500:])
+        np.testing.assert_array_equal(nn.quantizer_.codebook_, codebook)  # not refitted
+        full = PQNearestNeighbors(FrozenEstimator(nn.quantizer_), n_neighbors=6,
+                                  metric=metric).fit(X)
+        assert nn.n_samples_fit_ == X.shape[0] and nn.ids_ is None
+        np.testing.assert_array_equal(nn.packed_codes_, full.packed_codes_)
+        for a, b in zip(nn.kneighbors(Q), full.kneighbors(Q)):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(nn.kneighbors()[1], full.kneighbors()[1])
+
+
+def test_partial_fit_first_call_fits_and_ids_are_returned(data):
+    X, Q = data
+    nn = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=4, random_state=0), n_neighbors=4)
+    nn.partial_fit(X[:300])
+    reference = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=4, random_state=0),
+                                   n_neighbors=4).fit(X[:300])
+    np.testing.assert_array_equal(nn.packed_codes_, reference.packed_codes_)
+    ids = np.arange(300) * 10 + 7
+    nn.partial_fit(X[300:], ids=ids)
+    positions = PQNearestNeighbors(FrozenEstimator(nn.quantizer_), n_neighbors=4).fit(X)
+    id_of = np.concatenate([np.arange(300), ids])
+    np.testing.assert_array_equal(nn.kneighbors(Q)[1], id_of[positions.kneighbors(Q)[1]])
+    np.testing.assert_array_equal(nn.ids_, id_of)
+    graph = nn.kneighbors_graph(Q)
+    assert graph.shape == (Q.shape[0], ids.max() + 1)
+    np.testing.assert_array_equal(graph.indices.reshape(-1, 4), nn.kneighbors(Q)[1])
+    # ids at fit time
+    custom = PQNearestNeighbors(FrozenEstimator(nn.quantizer_), n_neighbors=4).fit(
+        X, ids=id_of)
+    np.testing.assert_array_equal(custom.kneighbors(Q)[1], nn.kneighbors(Q)[1])
+    with pytest.raises(ValueError, match="ids must be a 1-D array of 5"):
+        nn.partial_fit(X[:5], ids=np.arange(4))
+    with pytest.raises(TypeError, match="ids must be integers"):
+        nn.partial_fit(X[:5], ids=np.linspace(0, 1, 5))
+    with pytest.raises(ValueError, match="features"):
+        nn.partial_fit(X[:5, :-1])
+
+
+def test_cosine_matches_sklearn_on_normalised_reconstructions(data):
+    """The cosine distances are sklearn's NearestNeighbors(metric='cosine') over the
+    reconstructions of the normalised database."""
+    from sklearn.neighbors import NearestNeighbors
+
+    X, Q = data
+    nn = PQNearestNeighbors(PQ(n_subspaces=3, n_bits=5, random_state=0), n_neighbors=5,
+                            metric="cosine").fit(X)
+    rec = nn.quantizer_.inverse_transform(nn.codes_)
+    # cosine distance to rec equals 1 - <q/|q|, rec> only up to |rec|: compare the formula
+    exact = NearestNeighbors(metric="cosine", algorithm="brute").fit(rec)
+    d_sklearn = exact.kneighbors(Q, n_neighbors=rec.shape[0])
+    norms = np.linalg.norm(rec, axis=1)
+    distances, indices = nn.kneighbors(Q)
+    expected = 1 - (1 - np.take_along_axis(d_sklearn[0], np.argsort(d_sklearn[1]), axis=1)
+                    ) * norms[None, :]
+    np.testing.assert_allclose(distances, np.take_along_axis(expected, indices, axis=1),
+                               rtol=1e-9, atol=1e-9)
 
 
 def test_default_quantizer_is_pq():
@@ -259,6 +446,7 @@ def test_bad_input(data):
         nn.kneighbors(n_neighbors=X.shape[0])
     assert nn.kneighbors(Q, n_neighbors=X.shape[0])[1].shape == (Q.shape[0], X.shape[0])
     for params, message in [({"n_neighbors": 0}, "n_neighbors"), ({"distance": "l2"}, "distance"),
+                            ({"metric": "l2"}, "metric"),
                             ({"quantizer": KMeans()}, "quantizer")]:
         with pytest.raises(ValueError, match=message):
             clone(nn).set_params(**params).fit(X)
@@ -269,6 +457,7 @@ EXPECTED_FAILED_CHECKS = {}
 CHECKED = [
     PQNearestNeighbors(PQ(n_subspaces=2, n_bits=2)),
     PQNearestNeighbors(OPQ(n_subspaces=2, n_bits=2, n_iter=2), n_neighbors=3, distance="sdc"),
+    PQNearestNeighbors(PQ(n_subspaces=2, n_bits=3), metric="cosine"),
 ]
 
 
@@ -277,7 +466,7 @@ def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
 
 
-@pytest.mark.parametrize("estimator", CHECKED, ids=["PQ", "OPQ-sdc"])
+@pytest.mark.parametrize("estimator", CHECKED, ids=["PQ", "OPQ-sdc", "PQ-cosine"])
 @pytest.mark.parametrize("check", [check_param_validation,
                                    check_dataframe_column_names_consistency],
                          ids=lambda c: c.__name__)
