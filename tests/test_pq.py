@@ -108,8 +108,8 @@ def test_opq_rotation_is_orthogonal_and_codes_are_nearest(X):
 def test_opq_from_identity_never_worse_than_its_first_pq(X):
     """With init='identity' the first step is plain PQ and every later step lowers the error."""
     Xs = X * np.linspace(0.2, 3, X.shape[1])
-    first = OPQ(2, 4, n_iter=0, random_state=0).fit(Xs)
-    later = OPQ(2, 4, n_iter=10, random_state=0).fit(Xs)
+    first = OPQ(2, 4, n_iter=0, init="identity", random_state=0).fit(Xs)
+    later = OPQ(2, 4, n_iter=10, init="identity", random_state=0).fit(Xs)
     assert later.inertia_ <= first.inertia_ * (1 + 1e-9)
 
 
