@@ -26,9 +26,15 @@ float32/float64, finite, 2-D data and checked ``sample_weight``) and four privat
 by scikit-learn's ``working_memory`` setting, so that memory stays bounded however many
 rows are coded, and so that a row's code never depends on the other rows of the call
 (which is what lets dask-ml's ``ParallelPostFit`` or joblib split the work).
+
+``transform``, ``inverse_transform`` and ``score`` also take dask arrays: the first two
+return dask arrays built lazily block by block (:mod:`skvq.distributed`), ``score`` computes
+its float. dask is never imported by skvq: an object can only be a dask array if the user
+already imported ``dask.array``.
 """
 
 import numbers
+import sys
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -65,6 +71,13 @@ def code_dtype(n_codes):
         if n_codes - 1 <= np.iinfo(dtype).max:
             return np.dtype(dtype)
     return np.dtype(np.uint64)
+
+
+def _is_dask_array(X):
+    """Whether ``X`` is a dask array, without importing dask (it is one only if the user
+    imported ``dask.array``)."""
+    dask_array = sys.modules.get("dask.array")
+    return dask_array is not None and isinstance(X, dask_array.Array)
 
 
 def _n_rows_per_batch(bytes_per_row):
@@ -104,15 +117,21 @@ class BaseQuantizer(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask array of shape (n_samples, n_features)
             Data to encode.
 
         Returns
         -------
-        codes : ndarray of shape (n_samples, n_code_columns)
-            Codes in the smallest unsigned integer dtype that holds them.
+        codes : ndarray or dask array of shape (n_samples, n_code_columns)
+            Codes in the smallest unsigned integer dtype that holds them. For a dask array
+            ``X``, a dask array with ``X``'s row chunks, built lazily (see
+            :mod:`skvq.distributed`).
         """
         check_is_fitted(self)
+        if _is_dask_array(X):
+            from .distributed import _dask_transform
+
+            return _dask_transform(self, X)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         return self._transform(X)
 
@@ -151,15 +170,21 @@ class BaseQuantizer(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_code_columns)
+        X : array-like or dask array of shape (n_samples, n_code_columns)
             Integer codes, as returned by ``transform``.
 
         Returns
         -------
-        X_rec : ndarray of shape (n_samples, n_features)
-            Reconstructions, in the floating dtype the quantizer was fitted on.
+        X_rec : ndarray or dask array of shape (n_samples, n_features)
+            Reconstructions, in the floating dtype the quantizer was fitted on. For a dask
+            array of codes, a dask array built lazily; the code range is then checked when
+            the blocks are computed.
         """
         check_is_fitted(self)
+        if _is_dask_array(X):
+            from .distributed import _dask_inverse_transform
+
+            return _dask_inverse_transform(self, X)
         codes = self._check_codes(X)
         return self._inverse_transform(codes)
 
@@ -221,8 +246,9 @@ class BaseQuantizer(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to encode and reconstruct.
+        X : array-like or dask array of shape (n_samples, n_features)
+            Data to encode and reconstruct. A dask array is scored block by block (its
+            blocks are computed).
         y : None
             Ignored.
 
@@ -232,6 +258,10 @@ class BaseQuantizer(TransformerMixin, BaseEstimator):
             ``-mean((X - inverse_transform(transform(X))) ** 2)``.
         """
         check_is_fitted(self)
+        if _is_dask_array(X):
+            from .distributed import _dask_score
+
+            return _dask_score(self, X)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         return -self._mse(X)
 
