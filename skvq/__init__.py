@@ -6,6 +6,8 @@ Importing skvq never imports torch: the neural quantizers load it when they are 
 from . import metrics
 from ._registry import estimator_names as _estimator_names
 from .base import BaseQuantizer, code_dtype
+from .ivf import IVFPQNearestNeighbors
+from .neighbors import PQNearestNeighbors
 from .pq import OPQ, PQ
 from .scalar import (
     GaussianMixtureQuantizer,
@@ -37,12 +39,14 @@ def __dir__():
 __all__ = [
     "BaseQuantizer",
     "GaussianMixtureQuantizer",
+    "IVFPQNearestNeighbors",
     "KMeansLSQuantizer",
     "KMeansQuantizer",
     "L0LeastSquareQuantizer",
     "L1LeastSquareQuantizer",
     "OPQ",
     "PQ",
+    "PQNearestNeighbors",
     "code_dtype",
     "metrics",
 ]

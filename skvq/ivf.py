@@ -28,9 +28,9 @@ from .pq import PQ
 
 __all__ = ["IVFPQNearestNeighbors"]
 
-# Queries per task of the search: enough to amortise the table products, few enough that
-# two threads share the work evenly.
-_QUERIES_PER_TASK = 32
+# Queries per task of the search at most: enough to amortise the Python around the compiled
+# scan (tables, probing), small enough for the tables of a task to stay in memory.
+_QUERIES_PER_TASK = 256
 
 
 class IVFPQNearestNeighbors(_CodeSearcher):
@@ -345,16 +345,19 @@ class IVFPQNearestNeighbors(_CodeSearcher):
         distances = np.empty((n_queries, n_neighbors), dtype=dtype)
         positions = np.empty((n_queries, n_neighbors), dtype=np.int64)
 
+        n_threads = effective_n_threads() if n_queries > 1 else 1
+        step = min(_QUERIES_PER_TASK, -(-n_queries // n_threads))
+        n_threads = min(n_threads, -(-n_queries // step))
+
         def search_task(start):
-            stop = min(start + _QUERIES_PER_TASK, n_queries)
+            stop = min(start + step, n_queries)
             sums, pos = self._scan_lists(X[start:stop], exclude[start:stop], n_candidates)
             if rerank:
                 sums, pos = self._rerank(X[start:stop], sums, pos, n_neighbors)
             distances[start:stop], positions[start:stop] = sums, pos
 
-        n_threads = effective_n_threads() if n_queries > _QUERIES_PER_TASK else 1
         with threadpool_limits(1, user_api="blas") if n_threads > 1 else nullcontext():
-            map_threads(search_task, range(0, n_queries, _QUERIES_PER_TASK), n_threads)
+            map_threads(search_task, range(0, n_queries, step), n_threads)
         missing = positions >= n_fit
         indices = np.where(missing, -1, self.ids_[np.minimum(positions, n_fit - 1)])
         if return_distance:
@@ -408,7 +411,7 @@ class IVFPQNearestNeighbors(_CodeSearcher):
                   np.ascontiguousarray(coarse, dtype=dtype), precomputed, use_precomputed,
                   self.list_offsets_, codes, packed, bits, exclude, values, positions,
                   np.empty(tables.shape[1:], dtype=dtype))
-        return _sort_pairs(values, positions)
+        return values, positions
 
     def _rerank(self, X, sums, positions, k):
         """Exact distances of the candidates (the smallest ``k`` kept, by value then
@@ -498,8 +501,8 @@ def _ivf_scan(tables, lists, coarse, precomputed, use_precomputed, offsets, code
     """For each query ``i``, scan its probed lists: the sum of entry ``j`` of list ``l`` is
     ``coarse[i, p] + sum_m T[m, code_j[m]]`` with ``T = precomputed[l] + tables[i]`` (or
     ``tables[i]``); the ``k`` smallest (value, position) pairs are kept in the max-heap
-    ``values[i], positions[i]`` (initialised to ``inf`` and an out-of-range position).
-    Packed codes (``n_bits > 0``) are unpacked list by list into ``codes``."""
+    ``values[i], positions[i]`` (initialised to ``inf`` and an out-of-range position),
+    sorted at the end. Packed codes (``n_bits > 0``) are unpacked list by list into ``codes``."""
     n_queries, n_probe = lists.shape
     n_subspaces, n_centroids = tables.shape[1], tables.shape[2]
     for i in range(n_queries):
@@ -536,3 +539,13 @@ def _ivf_scan(tables, lists, coarse, precomputed, use_precomputed, offsets, code
                     continue
                 if _greater(heap_values[0], heap_positions[0], s, pos):
                     _push(heap_values, heap_positions, s, pos)
+        # the heap in order: insertion sort by (value, position), k is small
+        for a in range(1, heap_values.shape[0]):
+            v, q = heap_values[a], heap_positions[a]
+            b = a - 1
+            while b >= 0 and _greater(heap_values[b], heap_positions[b], v, q):
+                heap_values[b + 1] = heap_values[b]
+                heap_positions[b + 1] = heap_positions[b]
+                b -= 1
+            heap_values[b + 1] = v
+            heap_positions[b + 1] = q
