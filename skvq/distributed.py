@@ -31,6 +31,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .base import _is_dask_array, _n_rows_per_batch
@@ -313,6 +314,10 @@ class DistributedPQNearestNeighbors(BaseEstimator):
         Number of neighbours ``kneighbors`` returns by default.
     distance : {"adc", "sdc"}, default="adc"
         Asymmetric or symmetric distance estimates (see ``PQNearestNeighbors``).
+    metric : {"euclidean", "inner_product", "cosine"}, default="euclidean"
+        What "near" means and what ``kneighbors`` returns, as in ``PQNearestNeighbors``
+        (for ``"cosine"`` the database chunks are normalised before the quantizer is
+        trained on them and before they are encoded).
     max_train_samples : int, default=100_000
         Rows of the database the quantizer is trained on (:func:`fit_sample`).
     max_train_chunks : int or None, default=None
@@ -363,16 +368,18 @@ class DistributedPQNearestNeighbors(BaseEstimator):
                                   "symmetric_distance_table"]), None],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "distance": [StrOptions({"adc", "sdc"})],
+        "metric": [StrOptions({"euclidean", "inner_product", "cosine"})],
         "max_train_samples": [Interval(Integral, 1, None, closed="left")],
         "max_train_chunks": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
     }
 
-    def __init__(self, quantizer=None, n_neighbors=5, *, distance="adc",
+    def __init__(self, quantizer=None, n_neighbors=5, *, distance="adc", metric="euclidean",
                  max_train_samples=100_000, max_train_chunks=None, random_state=None):
         self.quantizer = quantizer
         self.n_neighbors = n_neighbors
         self.distance = distance
+        self.metric = metric
         self.max_train_samples = max_train_samples
         self.max_train_chunks = max_train_chunks
         self.random_state = random_state
@@ -406,6 +413,10 @@ class DistributedPQNearestNeighbors(BaseEstimator):
                              "first.")
         from .pq import PQ
 
+        if len(X.chunks[1]) > 1:
+            X = X.rechunk({1: -1})
+        if self.metric == "cosine":  # row by row, as PQNearestNeighbors normalises
+            X = X.map_blocks(normalize, dtype=X.dtype)
         quantizer = clone(PQ() if self.quantizer is None else self.quantizer)
         if not isinstance(quantizer, FrozenEstimator):
             fit_sample(quantizer, X, self.max_train_samples, max_chunks=self.max_train_chunks,
@@ -429,18 +440,23 @@ class DistributedPQNearestNeighbors(BaseEstimator):
 
     def _tables(self, X):
         """Look-up tables of the queries, one (n_subspaces, K, n_batch) array per batch."""
-        from .neighbors import _symmetric_tables
+        from .neighbors import _query_tables, _symmetric_tables
 
-        dtype = self.quantizer_.codebook_.dtype
-        sdc = self.quantizer_.symmetric_distance_table() if self.distance == "sdc" else None
+        quantizer, metric = self.quantizer_, self.metric
+        dtype = quantizer.codebook_.dtype
+        symmetric = self.distance == "sdc"
+        sdc = (quantizer.symmetric_distance_table()
+               if symmetric and metric == "euclidean" else None)
         step = self._query_step()
         batches = []
         for start in range(0, X.shape[0], step):
             rows = X[start:start + step]
             if sdc is not None:
-                tables = _symmetric_tables(sdc, self.quantizer_.transform(rows))
+                tables = _symmetric_tables(sdc, quantizer.transform(rows))
             else:
-                tables = np.moveaxis(self.quantizer_.distance_table(rows), 0, -1)
+                queries = quantizer.inverse_transform(quantizer.transform(rows)) \
+                    if symmetric else rows
+                tables = np.moveaxis(_query_tables(quantizer, queries, metric), 0, -1)
             batches.append(np.ascontiguousarray(tables, dtype=dtype))
         return batches
 
@@ -459,7 +475,9 @@ class DistributedPQNearestNeighbors(BaseEstimator):
         Returns
         -------
         distances : ndarray of shape (n_queries, n_neighbors)
-            Estimated Euclidean distances, ascending (only if ``return_distance``).
+            Estimated distances in the metric's terms, nearest first (only if
+            ``return_distance``): Euclidean distances (ascending), inner products
+            (descending) or cosine distances (ascending).
         indices : ndarray of shape (n_queries, n_neighbors)
             Database indices of the neighbours; equal distances are ordered by index.
         """
@@ -480,6 +498,8 @@ class DistributedPQNearestNeighbors(BaseEstimator):
         if _is_dask_array(X):
             X = X.compute()
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        if self.metric == "cosine":
+            X = normalize(X)
         if n_neighbors > self.n_samples_fit_:
             raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = "
                              f"{n_neighbors}, n_samples_fit = {self.n_samples_fit_}, "
@@ -493,7 +513,9 @@ class DistributedPQNearestNeighbors(BaseEstimator):
         while len(level) > 1:
             level = [dask.delayed(_merge_pair, pure=True)(*level[i:i + 8], k=n_neighbors)
                      for i in range(0, len(level), 8)]
+        from .neighbors import _to_distances
+
         distances, indices = level[0].compute()
         if return_distance:
-            return np.sqrt(distances, out=distances), indices
+            return _to_distances(distances, self.metric), indices
         return indices

@@ -233,17 +233,19 @@ def test_fit_sample_errors():
 
 # -- sharded search ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("distance", ["adc", "sdc"])
+@pytest.mark.parametrize("distance, metric", [("adc", "euclidean"), ("sdc", "euclidean"),
+                                              ("adc", "inner_product"), ("sdc", "cosine")])
 @pytest.mark.parametrize("quantizer", [PQ(n_subspaces=4, n_bits=5, random_state=0),
                                        OPQ(n_subspaces=2, n_bits=4, n_iter=3, random_state=0)],
                          ids=["PQ", "OPQ"])
-def test_sharded_search_equals_single_process(client, quantizer, distance):
+def test_sharded_search_equals_single_process(client, quantizer, distance, metric):
     X = _data(3000, 8, dtype=np.float32)
     Q = _data(150, 8, seed=1, dtype=np.float32)
     fitted = clone(quantizer).fit(X)
-    ref = PQNearestNeighbors(FrozenEstimator(fitted), n_neighbors=10, distance=distance).fit(X)
+    ref = PQNearestNeighbors(FrozenEstimator(fitted), n_neighbors=10, distance=distance,
+                             metric=metric).fit(X)
     nn = DistributedPQNearestNeighbors(FrozenEstimator(fitted), n_neighbors=10,
-                                       distance=distance)
+                                       distance=distance, metric=metric)
     nn.fit(da.from_array(X, chunks=((1000, 7, 993, 1000), (8,))))
     d_ref, i_ref = ref.kneighbors(Q)
     d, i = nn.kneighbors(Q)
