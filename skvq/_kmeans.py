@@ -68,43 +68,19 @@ def _exact_sq_distance(X, i, centers, k, inv_row_scale):
 
 
 @njit(nogil=True, cache=True)
-def _second_gap_is_small(d, i, best, gamma, xn, center_norms, norm_max):
-    """Whether some centroid other than ``best`` lies within the rounding margin of row
-    ``i``'s best expanded distance (four running minima: no loop-carried dependency)."""
-    k = d.shape[1]
-    low = d[i, best]
-    m0 = m1 = m2 = m3 = np.inf
-    j = 0
-    while j + 4 <= k:
-        v0, v1, v2, v3 = d[i, j], d[i, j + 1], d[i, j + 2], d[i, j + 3]
-        m0 = v0 if (v0 < m0 and j != best) else m0
-        m1 = v1 if (v1 < m1 and j + 1 != best) else m1
-        m2 = v2 if (v2 < m2 and j + 2 != best) else m2
-        m3 = v3 if (v3 < m3 and j + 3 != best) else m3
-        j += 4
-    while j < k:
-        v0 = d[i, j]
-        m0 = v0 if (v0 < m0 and j != best) else m0
-        j += 1
-    second = min(min(m0, m1), min(m2, m3))
-    return np.float64(second) - np.float64(low) <= gamma * (xn + center_norms[best] + norm_max)
-
-
-@njit(nogil=True, cache=True)
-def _recheck(d, X, centers, center_norms, gamma, labels, dists):
+def _recheck(d, X, centers, center_norms, gamma, labels, dists, rows):
     """Make the labels of ``rows`` exact: the expanded distances ``d`` (``|c|^2 - 2 x.c``)
     lose up to ``gamma * (|x|^2 + |c_k|^2 + |c_best|^2)`` to rounding (the dot product's
     error bound), so every centroid within that margin of the row's best is compared again
     with :func:`_exact_sq_distance`; the label becomes the nearest centroid in float64 and,
     on exact ties, the lowest index (as faiss and ``np.argmin``). Rows whose expanded
     distances are not finite (far outside the centroids' scale) are searched exactly over
-    every centroid. ``labels`` holds each row's argmin on entry. ``dists`` (if it has rows)
-    receives the squared distances."""
-    n, k = d.shape
-    norm_max = 0.0
-    for j in range(k):
-        norm_max = max(norm_max, center_norms[j])
-    for i in range(n):
+    every centroid. ``labels`` holds each row's argmin on entry; ``rows`` are the rows whose
+    second-best expanded distance lies within the margin (found vectorised by the caller).
+    ``dists`` (if it has rows) receives the squared distances of these rows."""
+    k = d.shape[1]
+    for r in range(rows.shape[0]):
+        i = rows[r]
         best = labels[i]
         low = np.float64(d[i, best])
         xn = 0.0
@@ -115,11 +91,6 @@ def _recheck(d, X, centers, center_norms, gamma, labels, dists):
             top = max(top, abs(v))
         inv_row_scale = 1.0
         finite = np.isfinite(low) and np.isfinite(xn)
-        if finite and not _second_gap_is_small(d, i, best, gamma, xn, center_norms,
-                                               norm_max):
-            if dists.shape[0]:
-                dists[i] = max(low + xn, 0.0)
-            continue
         if finite:
             exact_best = _exact_sq_distance(X, i, centers, best, 1.0)
             for j in range(k):
@@ -181,6 +152,7 @@ def nearest_centroid(X, centers, return_distances=False, augmented=False, exact=
     centers_c = np.ascontiguousarray(centers, dtype=dtype)
     # rounding bound of a (d + 1)-term dot product in ``dtype``, with a safety factor 2
     gamma = 2.0 * (centers.shape[1] + 2) * float(np.finfo(dtype).eps)
+    norm_max = float(center_norms.max()) if k else 0.0
     labels = np.empty(n, dtype=np.intp)
     dists = np.empty(n, dtype=np.float64) if return_distances else np.empty(0)
     # Small blocks keep the distance block in cache: one product, one SIMD argmin and one
@@ -205,12 +177,23 @@ def nearest_centroid(X, centers, return_distances=False, augmented=False, exact=
         block_labels = labels[start:start + rows]
         block_labels[:] = lab
         block_dists = dists[start:start + rows] if return_distances else dists
+        at = np.arange(rows)
+        low = d[at, lab].astype(np.float64)
+        sub = full[:, :-1]
+        xn = np.einsum("ij,ij->i", sub, sub).astype(np.float64)
+        if return_distances:
+            block_dists[:] = np.maximum(low + xn, 0)
         if exact:
-            _recheck(d, full, centers_c, center_norms, gamma, block_labels, block_dists)
-        else:
-            sub = full[:, :-1]
-            block_dists[:] = np.maximum(d[np.arange(rows), lab]
-                                        + np.einsum("ij,ij->i", sub, sub), 0)
+            # second-best expanded distance by one more SIMD pass (the best masked out);
+            # only the rows within the rounding margin go to the compiled float64 check
+            d[at, lab] = np.inf
+            second = d.min(axis=1).astype(np.float64)
+            margin = gamma * (xn + center_norms[lab] + norm_max)
+            near = np.flatnonzero(~(second - low > margin))  # NaN and inf rows as well
+            if near.size:
+                d[at, lab] = low
+                _recheck(d, full, centers_c, center_norms, gamma, block_labels, block_dists,
+                         near)
     if not return_distances:
         return labels
     if scale != 1.0:
