@@ -177,6 +177,7 @@ def from_faiss(product_quantizer, opq_matrix=None):
     pq.subspace_bounds_ = np.arange(n_subspaces + 1, dtype=np.intp) * width
     pq.bits_per_sample_ = float(n_subspaces * n_bits)
     pq.n_features_in_ = n_features
+    pq._set_code_size()
     if opq_matrix is None:
         return pq
 
@@ -199,6 +200,7 @@ def from_faiss(product_quantizer, opq_matrix=None):
     opq.subspace_bounds_ = pq.subspace_bounds_
     opq.bits_per_sample_ = pq.bits_per_sample_
     opq.n_features_in_ = n_features
+    opq._set_code_size()
     return opq
 
 

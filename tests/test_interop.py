@@ -92,6 +92,9 @@ def test_import_pq_same_codes_and_decodes(data):
         assert codes.dtype == np.uint8
         np.testing.assert_allclose(pq.inverse_transform(codes), faiss_pq.decode(packed),
                                    rtol=1e-6, atol=1e-6)
+        # faiss' packed bytes are skvq's packed codes
+        assert pq.code_size_ == faiss_pq.code_size
+        np.testing.assert_array_equal(pq.pack(codes), packed)
     # ADC tables: faiss' own distance tables hold the same squared distances.
     tables = np.empty((len(Q), N_SUBSPACES, 32), dtype=np.float32)
     faiss_pq.compute_distance_tables(len(Q), faiss.swig_ptr(Q), faiss.swig_ptr(tables))
@@ -117,6 +120,8 @@ def test_import_opq_from_a_faiss_index(data):
         np.testing.assert_array_equal(codes, _faiss_codes(packed, 4))
         np.testing.assert_allclose(opq.inverse_transform(codes), index.sa_decode(packed),
                                    rtol=1e-5, atol=1e-5)
+        assert opq.code_size_ == index.sa_code_size()
+        np.testing.assert_array_equal(opq.pack(codes), packed)
     # And the round trip back to faiss.
     matrix_again, _ = to_faiss(opq)
     np.testing.assert_array_equal(faiss.vector_to_array(matrix_again.A),
