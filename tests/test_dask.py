@@ -125,8 +125,9 @@ def test_dask_path_equals_numpy_path(client, estimator):
     assert rec.dtype == rec_expected.dtype
     assert rec.chunks == ((350, 350, 200), (rec_expected.shape[1],))
     _assert_reconstructions_equal(rec.compute(), rec_expected)
-    # one float64 sum per chunk instead of per batch: equal up to rounding
-    np.testing.assert_allclose(est.score(Xd), est.score(X), rtol=1e-10)
+    # one float64 sum per chunk instead of per batch, over reconstructions equal to a few
+    # float32 ulps (OPQ): equal up to that rounding
+    np.testing.assert_allclose(est.score(Xd), est.score(X), rtol=1e-6)
 
     # dask-ml's ParallelPostFit: its transform maps the estimator over the blocks
     wrappers = pytest.importorskip("dask_ml.wrappers")
