@@ -377,7 +377,9 @@ class IVFPQNearestNeighbors(_CodeSearcher):
             np.maximum(coarse, 0, out=coarse)
         else:
             coarse = -products
-        if n_probe < self.n_lists:
+        if n_probe == 1 and self.n_lists > 1:
+            lists = coarse.argmin(axis=1)[:, None]  # one SIMD pass; argpartition costs ~10x
+        elif n_probe < self.n_lists:
             lists = np.argpartition(coarse, n_probe - 1, axis=1)[:, :n_probe]
         else:
             lists = np.broadcast_to(np.arange(self.n_lists), coarse.shape)
