@@ -27,7 +27,10 @@ by scikit-learn's ``working_memory`` setting, so that memory stays bounded howev
 rows are coded, and so that a row's code never depends on the other rows of the call
 (which is what lets dask-ml's ``ParallelPostFit`` or joblib split the work).
 
-``transform``, ``inverse_transform`` and ``score`` also take dask arrays: the first two
+``fit`` on a dask array trains on a uniform random sample of at most
+``skvq.distributed.FIT_SAMPLES`` (100,000) rows, drawn chunk by chunk with the estimator's
+``random_state`` (:func:`skvq.distributed.fit_sample` for another size or a faster draw from a
+few chunks). ``transform``, ``inverse_transform`` and ``score`` also take dask arrays: the first two
 return dask arrays built lazily block by block (:mod:`skvq.distributed`), ``score`` computes
 its float. dask is never imported by skvq: an object can only be a dask array if the user
 already imported ``dask.array``.
@@ -106,6 +109,16 @@ class BaseQuantizer(TransformerMixin, BaseEstimator):
 
     # -- fit ------------------------------------------------------------------------------
     def _validate_fit_data(self, X, sample_weight=None):
+        if _is_dask_array(X):
+            # fit on a dask array: a uniform random sample of at most FIT_SAMPLES rows, one
+            # pass over the chunks, never the whole array in one process
+            from .distributed import FIT_SAMPLES, sample_rows
+
+            if sample_weight is not None:
+                raise TypeError("sample_weight is not supported with a dask array X: draw "
+                                "the training rows with skvq.distributed.sample_rows and fit "
+                                "on them with their weights.")
+            X = sample_rows(X, FIT_SAMPLES, random_state=getattr(self, "random_state", None))
         X = validate_data(self, X, dtype=[np.float64, np.float32])
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)

@@ -9,12 +9,11 @@ the fitted float dtype. Nothing is computed until the result is (``.compute()``,
 ``dask.distributed`` cluster included. A row's code never depends on the other rows, so the
 codes equal those of the numpy path.
 
-Fitting is the one step that does not split by rows. :func:`fit_sample` trains an estimator
-on a bounded random sample of a dask array's rows, drawn chunk by chunk, so that a database
-of 10^9 rows is never held in one process. It is a function rather than a behaviour of the
-estimators' ``fit``: an estimator's ``fit`` learns from the rows it is given, as in
-scikit-learn, and how many rows to sample (a trade of training time against codebook
-quality) stays the user's visible choice.
+Fitting is the one step that does not split by rows. Every quantizer's ``fit`` given a dask
+array trains on a uniform random sample of at most ``FIT_SAMPLES`` (100,000) of its rows,
+drawn chunk by chunk with the estimator's ``random_state``, so that a database of 10^9 rows is
+never held in one process. :func:`fit_sample` does the same with a sample size of your choice
+(a trade of training time against codebook quality), or draws from a few random chunks only.
 
 :class:`DistributedPQNearestNeighbors` keeps the database's codes as a dask array persisted
 on the workers; each worker scans its shards and only the per-shard top ``k`` travel back.
@@ -36,7 +35,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .base import _is_dask_array, _n_rows_per_batch
 
-__all__ = ["DistributedPQNearestNeighbors", "fit_sample", "sample_rows"]
+__all__ = ["FIT_SAMPLES", "DistributedPQNearestNeighbors", "fit_sample", "sample_rows"]
 
 
 def _import_dask_array():
@@ -196,6 +195,11 @@ def sample_rows(X, n_samples, *, max_chunks=None, random_state=None):
         pieces.append(block.map_blocks(_take_rows, rows=rows, chunks=((len(rows),), X.chunks[1]),
                                        dtype=X.dtype))
     return da.concatenate(pieces).compute()
+
+
+# The largest sample ``fit(X)`` draws from a dask array ``X`` (see ``BaseQuantizer.fit``):
+# 256 rows per centroid for 2**8 centroids and more, what faiss trains k-means on at most.
+FIT_SAMPLES = 100_000
 
 
 def fit_sample(estimator, X, n_samples=100_000, *, max_chunks=None, random_state=None,

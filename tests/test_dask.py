@@ -309,3 +309,25 @@ def test_real_embeddings(client):
     d_ref, i_ref = ref.kneighbors(X[:100])
     np.testing.assert_array_equal(i, i_ref)
     np.testing.assert_array_equal(d, d_ref)
+
+
+def test_fit_on_a_dask_array_trains_on_a_bounded_sample(monkeypatch):
+    """fit(X_dask) draws a uniform sample of at most FIT_SAMPLES rows (with the estimator's
+    random_state) and fits on it: the same model as fitting on that sample; a small array is
+    used whole; sample_weight with a dask array is refused."""
+    import skvq.distributed as dist
+
+    monkeypatch.setattr(dist, "FIT_SAMPLES", 500)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 8)).astype(np.float32)
+    Xd = da.from_array(X, chunks=(700, 8))
+    with dask.config.set(scheduler="sync"):
+        pq = PQ(2, 4, random_state=0).fit(Xd)
+        sample = dist.sample_rows(Xd, 500, random_state=0)
+        ref = PQ(2, 4, random_state=0).fit(sample)
+        np.testing.assert_array_equal(pq.codebook_, ref.codebook_)
+        small = PQ(2, 4, random_state=0).fit(Xd[:400])
+        np.testing.assert_array_equal(small.codebook_,
+                                      PQ(2, 4, random_state=0).fit(X[:400]).codebook_)
+        with pytest.raises(TypeError, match="sample_weight"):
+            L1LeastSquareQuantizer(n_values=4).fit(Xd, sample_weight=np.ones(3000))
