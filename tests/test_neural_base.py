@@ -314,9 +314,9 @@ def test_scaling_values(name, scaling, data):
 
 
 def test_default_scalings():
+    # one default for every neural estimator: one affine map of the whole data to [-1, 1]
     assert DeepVQ().scaling == DCN().scaling == MDCN().scaling == "global"
-    # the autoencoders keep their per-feature standardisation
-    assert SCQ().scaling == VQAutoencoder().scaling == "standard"
+    assert SCQ().scaling == VQAutoencoder().scaling == "global"
 
 
 def test_standard_scaling_of_huge_data_is_finite():

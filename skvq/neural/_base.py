@@ -136,8 +136,7 @@ class TorchQuantizer(BaseQuantizer):
         training range to ``[-1, 1]``; ``"global"``: one affine map for all features, the
         training data's overall range to ``[-1, 1]`` (DeepVQ's paper; a per-feature map
         would weight the error of nearly constant features up); ``None``: no scaling. The
-        default is the estimator's own (DeepVQ, DCN, MDCN: ``"global"``; SCQ,
-        VQAutoencoder: ``"standard"``).
+        default of every neural estimator is ``"global"``.
     optimizer : {"adam", "adamw", "sgd"}
         torch optimizer (:data:`OPTIMIZERS`; ``"sgd"`` has momentum 0.9).
     lr : float > 0
