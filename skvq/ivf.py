@@ -150,8 +150,8 @@ class IVFPQNearestNeighbors(_CodeSearcher):
     >>> X = np.random.default_rng(0).normal(size=(2000, 16)).astype(np.float32)
     >>> ivf = IVFPQNearestNeighbors(PQ(n_subspaces=4, n_bits=4, random_state=0), n_lists=16,
     ...                             n_probe=4, n_neighbors=3, random_state=0).fit(X)
-    >>> ivf.code_size_, ivf.list_offsets_[-1]
-    (2, np.int64(2000))
+    >>> ivf.code_size_, int(ivf.list_offsets_[-1])
+    (2, 2000)
     >>> distances, ids = ivf.kneighbors(X[:2])
     >>> ids.shape, bool(np.all(np.diff(distances, axis=1) >= 0))
     ((2, 3), True)
