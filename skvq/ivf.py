@@ -44,7 +44,7 @@ class IVFPQNearestNeighbors(_CodeSearcher):
     ``n_probe`` lists whose centroids are nearest to it, with ADC look-up tables, and may
     re-rank a shortlist against stored full vectors.
 
-    Read more in the :ref:`User Guide <search>`.
+    Read more in the :ref:`User Guide <search-codes>`.
 
     Parameters
     ----------

@@ -203,7 +203,7 @@ class PQNearestNeighbors(_CodeSearcher):
     - ``"sdc"`` (symmetric distance computation): the reconstruction of the query's code
       against each database reconstruction.
 
-    Read more in the :ref:`User Guide <search>`.
+    Read more in the :ref:`User Guide <search-codes>`.
 
     Parameters
     ----------
