@@ -3,7 +3,9 @@
 ``load_mnist`` reads MNIST in its original IDX format (optionally gzipped) from ``path``, or
 from the folder named by the ``SKVQ_MNIST`` environment variable. skvq's repository keeps its
 copy beside the checkout, in ``../shared/data/mnist``, and its tests and benchmarks look there
-when the variable is unset (and skip cleanly when nothing is found).
+when the variable is unset (and skip cleanly when nothing is found). ``load_embeddings`` reads
+the all-MiniLM-L6-v2 sentence embeddings (a ``.npy`` file) the same way, from ``path``,
+``$SKVQ_EMBEDDINGS`` or ``../shared/data/embeddings/debian_minilm.npy``.
 """
 
 import gzip
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["find_mnist", "load_mnist"]
+__all__ = ["find_mnist", "load_embeddings", "load_mnist"]
 
 _IMAGE_FILES = ("t10k-images-idx3-ubyte", "train-images-idx3-ubyte")
 _LABEL_FILES = ("t10k-labels-idx1-ubyte", "train-labels-idx1-ubyte")
@@ -109,3 +111,38 @@ def load_mnist(path=None, scale="unit"):
                     raise ValueError(f"scale must be 'unit', 'symmetric' or 'raw', got {scale!r}.")
                 return X, labels
     raise FileNotFoundError(f"No MNIST image file in {folder}.")  # pragma: no cover
+
+
+def load_embeddings(path=None, n_rows=None):
+    """Load the sentence embeddings (59,733 x 384, unit norm) as float32.
+
+    Parameters
+    ----------
+    path : str or path-like or None
+        The ``.npy`` file; defaults to ``$SKVQ_EMBEDDINGS``, then
+        ``../shared/data/embeddings/debian_minilm.npy`` (beside the checkout or the current
+        folder).
+    n_rows : int or None, default=None
+        Read only the first ``n_rows`` rows (the file is memory-mapped).
+
+    Returns
+    -------
+    X : ndarray of shape (n_rows, 384), dtype float32
+
+    Raises
+    ------
+    FileNotFoundError
+        If no file is found.
+    """
+    tail = Path("shared") / "data" / "embeddings" / "debian_minilm.npy"
+    candidates = [path] if path is not None else [
+        os.environ.get("SKVQ_EMBEDDINGS"),
+        Path(__file__).resolve().parents[2] / tail,
+        Path.cwd().parent / tail,
+    ]
+    for candidate in candidates:
+        if candidate is not None and Path(candidate).is_file():
+            X = np.load(candidate, mmap_mode="r")
+            return np.ascontiguousarray(X if n_rows is None else X[:n_rows], dtype=np.float32)
+    raise FileNotFoundError("The embeddings were not found: pass path= or set SKVQ_EMBEDDINGS "
+                            "to debian_minilm.npy.")

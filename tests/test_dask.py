@@ -5,7 +5,6 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("dask.distributed")
 
-from skvq import OPQ, PQ, KMeansQuantizer, L1LeastSquareQuantizer  # noqa: E402
+from skvq import OPQ, PQ, L1LeastSquareQuantizer  # noqa: E402
 from skvq.base import code_dtype  # noqa: E402
 from skvq.distributed import (  # noqa: E402
     DistributedPQNearestNeighbors,
@@ -26,11 +25,10 @@ from skvq.distributed import (  # noqa: E402
 from skvq.neighbors import PQNearestNeighbors  # noqa: E402
 
 from _estimators import all_estimators  # noqa: E402
+from _data import embeddings  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-EMBEDDINGS = Path(__file__).resolve().parents[2] / "shared" / "data" / "embeddings" / \
-    "debian_minilm.npy"
 
 
 @pytest.fixture(scope="module")
@@ -295,10 +293,8 @@ def test_sharded_search_errors():
 
 # -- real data ----------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not EMBEDDINGS.exists(), reason="debian_minilm.npy not available")
 def test_real_embeddings(client):
-    X16 = np.load(EMBEDDINGS, mmap_mode="r")[:20_000]
-    X = np.asarray(X16, dtype=np.float32)
+    X = embeddings(20_000)
     Xd = da.from_array(X, chunks=(5000, 384))
     pq = fit_sample(PQ(n_subspaces=16, n_bits=6, random_state=0), Xd, n_samples=5000,
                     random_state=0)

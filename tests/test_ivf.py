@@ -1,14 +1,11 @@
 """IVFPQNearestNeighbors against brute force over what the index stores, and against faiss."""
 
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
-import sklearn
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.frozen import FrozenEstimator
 from sklearn.utils.estimator_checks import (
     check_dataframe_column_names_consistency,
     check_param_validation,
@@ -19,8 +16,8 @@ from skvq import OPQ, PQ
 from skvq.ivf import IVFPQNearestNeighbors
 from skvq.neighbors import METRICS
 
-EMBEDDINGS = Path(__file__).resolve().parents[2] / "shared" / "data" / "embeddings" / \
-    "debian_minilm.npy"
+from _data import embeddings
+
 
 QUANTIZERS = [
     PQ(n_subspaces=3, n_bits=4, random_state=0),  # packed: 2 codes a byte
@@ -272,7 +269,7 @@ def _agree(found, expected, scores):
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("quantizer", [QUANTIZERS[0], QUANTIZERS[2]], ids=["PQ4", "OPQ5"])
 def test_to_faiss_searches_the_same(quantizer, metric, data):
-    faiss = _faiss()
+    _faiss()  # skips without faiss
     from skvq.interop import from_faiss, to_faiss
 
     X, Q = (a.astype(np.float32) for a in data)
@@ -361,8 +358,7 @@ def test_recall_matches_faiss_on_synthetic_data(metric):
     _compare_recall_with_faiss(X[400:], Q, metric, 64, 8, 8, [1, 4, 16])
 
 
-@pytest.mark.skipif(not EMBEDDINGS.exists(), reason="shared embeddings not present")
 @pytest.mark.parametrize("metric", ["euclidean", "inner_product"])
 def test_recall_matches_faiss_on_embeddings(metric):
-    E = np.load(EMBEDDINGS)[:21_000].astype(np.float32)
+    E = embeddings(21_000)
     _compare_recall_with_faiss(E[1000:], E[:1000], metric, 64, 48, 4, [1, 4, 16])

@@ -7,15 +7,9 @@ from skvq import OPQ, PQ
 from skvq.packing import pack_codes
 from skvq.pq import _allocate_eigenvalues, _eigenvalue_allocation, _subspace_bounds
 
-EMBEDDINGS = "/work/shared/data/embeddings/debian_minilm.npy"
+from _data import embeddings
 
 
-def embeddings(n):
-    try:
-        E = np.load(EMBEDDINGS, mmap_mode="r")
-    except OSError:
-        pytest.skip(f"{EMBEDDINGS} not found")
-    return np.ascontiguousarray(E[:n], dtype=np.float32)
 
 
 def unit_norm_gaussian(n=3000, d=32, seed=0):

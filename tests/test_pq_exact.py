@@ -4,10 +4,11 @@ and against faiss."""
 import numpy as np
 import pytest
 
-from skvq import OPQ, PQ
+from skvq import PQ
 from skvq._kmeans import nearest_centroid
 
-EMBEDDINGS = "/work/shared/data/embeddings/debian_minilm.npy"
+from _data import embeddings
+
 
 
 def brute_force(X, C):
@@ -77,11 +78,7 @@ def test_same_codes_as_faiss_on_random_data(n_subspaces, n_bits):
 
 
 def test_same_codes_as_faiss_on_the_embeddings():
-    try:
-        E = np.load(EMBEDDINGS, mmap_mode="r")
-    except OSError:
-        pytest.skip(f"{EMBEDDINGS} not found")
-    X = np.ascontiguousarray(E[:12000], dtype=np.float32)
+    X = embeddings(12000)
     pq = PQ(16, 8, max_iter=5, random_state=0).fit(X[:4000])
     codes = pq.transform(X)
     np.testing.assert_array_equal(codes, _faiss_codes(pq, X))
