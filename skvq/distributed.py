@@ -31,7 +31,7 @@ from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.preprocessing import normalize
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from .base import _is_dask_array, _n_rows_per_batch
 
@@ -487,27 +487,17 @@ class DistributedPQNearestNeighbors(BaseEstimator):
         """
         import dask
 
+        from .neighbors import _check_queries
+
         check_is_fitted(self)
         if X is None:
             raise ValueError("DistributedPQNearestNeighbors.kneighbors needs query vectors X "
                              "(querying the database with itself is not supported).")
-        if n_neighbors is None:
-            n_neighbors = self.n_neighbors
-        if not isinstance(n_neighbors, Integral) or isinstance(n_neighbors, bool):
-            raise TypeError(f"n_neighbors does not take {type(n_neighbors)} value, enter "
-                            "integer value.")
-        if n_neighbors <= 0:
-            raise ValueError(f"Expected n_neighbors > 0. Got {n_neighbors}.")
-        n_neighbors = int(n_neighbors)
         if _is_dask_array(X):
             X = X.compute()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X, n_neighbors = _check_queries(self, X, n_neighbors)
         if self.metric == "cosine":
             X = normalize(X)
-        if n_neighbors > self.n_samples_fit_:
-            raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = "
-                             f"{n_neighbors}, n_samples_fit = {self.n_samples_fit_}, "
-                             f"n_samples = {X.shape[0]}.")
         tables = dask.delayed(self._tables(X), pure=True, traverse=False)
         offsets = np.concatenate([[0], np.cumsum(self.codes_.chunks[0])[:-1]])
         level = [dask.delayed(_search_shard, pure=True)(tables, block, int(offset),

@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit
 from sklearn.base import _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+from sklearn.utils.validation import check_random_state, validate_data
 from threadpoolctl import threadpool_limits
 
 from ._kmeans import kmeans, nearest_centroid
@@ -15,15 +15,14 @@ from ._parallel import effective_n_threads, map_threads
 from .neighbors import (
     METRICS,
     _check_ids,
-    _check_n_neighbors,
-    _code_space,
+    _check_queries,
     _CodeSearcher,
     _inner_product_tables,
     _n_bits,
     _to_distances,
     _unpack_rows,
 )
-from .packing import pack_codes, packed_row_bytes, unpack_codes
+from .packing import pack_codes, packed_row_bytes
 from .pq import PQ
 
 __all__ = ["IVFPQNearestNeighbors"]
@@ -314,28 +313,18 @@ class IVFPQNearestNeighbors(_CodeSearcher):
         indices : ndarray of shape (n_queries, n_neighbors)
             Ids of the neighbours; ``-1`` for missing ones.
         """
-        check_is_fitted(self)
-        n_neighbors = _check_n_neighbors(n_neighbors, self.n_neighbors)
+        query_is_train = X is None
+        X, n_neighbors = _check_queries(self, X, n_neighbors)
         n_fit = self.n_samples_fit_
         rerank = int(self.rerank)
         if rerank and self.vectors_ is None:
             raise ValueError("rerank is set but the vectors were not kept: fit with rerank "
                              "set to keep them.")
-        query_is_train = X is None
         if query_is_train:
-            if n_neighbors >= n_fit:
-                raise ValueError(f"Expected n_neighbors < n_samples_fit, but n_neighbors = "
-                                 f"{n_neighbors}, n_samples_fit = {n_fit} (the queries are "
-                                 "the database, and a vector is not its own neighbour).")
             # rows in the order of the ids (insertion order for the default ids)
             exclude = np.argsort(self.ids_, kind="stable").astype(np.int64)
             X = (self._reconstruct() if self.vectors_ is None else self.vectors_)[exclude]
         else:
-            X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-            if n_neighbors > n_fit:
-                raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = "
-                                 f"{n_neighbors}, n_samples_fit = {n_fit}, "
-                                 f"n_samples = {X.shape[0]}.")
             X = self._prepare(X)
             exclude = np.full(X.shape[0], -1, dtype=np.int64)
         n_queries = X.shape[0]

@@ -115,6 +115,33 @@ def _check_n_neighbors(n_neighbors, default):
     return int(n_neighbors)
 
 
+def _check_queries(searcher, X, n_neighbors):
+    """The checks every searcher's ``kneighbors`` starts with: fitted, ``n_neighbors`` (None:
+    the parameter) an int >= 1 that the database can supply, and ``X`` validated (None: the
+    database queries itself, so a vector not being its own neighbour needs one more).
+
+    Returns
+    -------
+    X : ndarray or None
+        Validated queries (float32/float64, the fitted width), or None.
+    n_neighbors : int
+    """
+    check_is_fitted(searcher)
+    n_neighbors = _check_n_neighbors(n_neighbors, searcher.n_neighbors)
+    n_fit = searcher.n_samples_fit_
+    if X is None:
+        if n_neighbors >= n_fit:
+            raise ValueError(f"Expected n_neighbors < n_samples_fit, but n_neighbors = "
+                             f"{n_neighbors}, n_samples_fit = {n_fit} (the queries are "
+                             "the database, and a vector is not its own neighbour).")
+        return None, n_neighbors
+    X = validate_data(searcher, X, dtype=[np.float64, np.float32], reset=False)
+    if n_neighbors > n_fit:
+        raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = "
+                         f"{n_neighbors}, n_samples_fit = {n_fit}, n_samples = {X.shape[0]}.")
+    return X, n_neighbors
+
+
 def _check_ids(ids, n_rows, first):
     """Validated ``ids`` of ``n_rows`` new vectors (int64); None: ``first, first + 1, ...``."""
     if ids is None:
@@ -418,22 +445,12 @@ class PQNearestNeighbors(_CodeSearcher):
             Ids of the neighbours (their positions unless ``ids`` were given); equal
             distances are ordered by position in the database.
         """
-        check_is_fitted(self)
-        n_neighbors = _check_n_neighbors(n_neighbors, self.n_neighbors)
-        n_fit = self.n_samples_fit_
         query_is_train = X is None
+        X, n_neighbors = _check_queries(self, X, n_neighbors)
+        n_fit = self.n_samples_fit_
         if query_is_train:
-            if n_neighbors >= n_fit:
-                raise ValueError(f"Expected n_neighbors < n_samples_fit, but n_neighbors = "
-                                 f"{n_neighbors}, n_samples_fit = {n_fit} (the queries are "
-                                 "the database, and a vector is not its own neighbour).")
             n_queries = n_fit
         else:
-            X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-            if n_neighbors > n_fit:
-                raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = "
-                                 f"{n_neighbors}, n_samples_fit = {n_fit}, "
-                                 f"n_samples = {X.shape[0]}.")
             X = self._prepare(X)
             n_queries = X.shape[0]
         metric, quantizer = self.metric, self.quantizer_
