@@ -844,26 +844,36 @@ def test_mask_leaves_padded_vectors_out():
     mask = torch.rand(3, 40, generator=torch.Generator().manual_seed(9)) > 0.3
     for params in [dict(ema_update=True, threshold_ema_dead_code=2.0),
                    dict(threshold_ema_dead_code=2.0, use_cosine_sim=True)]:
-        torch.manual_seed(0)
-        full = VectorQuantize(4, 16, **params).train()
-        part = VectorQuantize(4, 16, **params).train()
-        part.load_state_dict(full.state_dict())
-        xa = x.clone().requires_grad_()
-        torch.manual_seed(1)
-        out = full(xa, mask=mask)
-        torch.manual_seed(1)
-        ref = part(x[mask])
-        assert torch.equal(out.codes[mask], ref.codes)
-        assert torch.all(out.codes[~mask] == -1)
-        assert torch.equal(out.quantized[mask], ref.quantized)
-        assert torch.all(out.quantized[~mask] == 0)
-        assert torch.allclose(out.loss, ref.loss)
-        for name in ("quantization_error", "perplexity", "usage"):
-            assert torch.allclose(getattr(out, name), getattr(ref, name))
+        full, part = _masked_and_kept(lambda: VectorQuantize(4, 16, **params), x, mask)
         assert torch.equal(full.codebook, part.codebook)
         assert torch.equal(full.cluster_size, part.cluster_size)
-        (out.quantized.sum() + out.loss).backward()
-        assert torch.all(xa.grad[~mask] == 0)
+
+
+def _masked_and_kept(make, x, mask):
+    """Two copies of one layer: one fed ``x`` with ``mask``, one the kept vectors alone (same
+    seeds). Asserts the kept positions agree (codes, output, weights, loss, statistics) and
+    the padded ones are 0 / -1 without gradient; returns both layers for state checks."""
+    torch.manual_seed(0)
+    full, part = make().train(), make().train()
+    part.load_state_dict(full.state_dict())
+    xa = x.clone().requires_grad_()
+    torch.manual_seed(1)
+    out = full(xa, mask=mask)
+    torch.manual_seed(1)
+    ref = part(x[mask])
+    assert torch.equal(out.codes[mask], ref.codes)
+    assert torch.all(out.codes[~mask] == -1)
+    assert torch.allclose(out.quantized[mask], ref.quantized, atol=1e-6)
+    assert torch.all(out.quantized[~mask] == 0)
+    assert torch.allclose(out.loss, ref.loss, atol=1e-6)
+    for name in ("quantization_error", "perplexity", "usage"):
+        assert torch.allclose(getattr(out, name), getattr(ref, name), atol=1e-6)
+    if ref.weights is not None:
+        assert torch.allclose(out.weights[mask], ref.weights, atol=1e-6)
+        assert torch.all(out.weights[~mask] == 0)
+    (out.quantized.sum() + out.loss).backward()
+    assert torch.all(xa.grad[~mask] == 0)
+    return full, part
 
 
 def test_mask_on_feature_maps_and_affine_vq():
@@ -885,25 +895,7 @@ def test_every_bottleneck_takes_a_mask(name):
     gradient."""
     x = torch.randn(2, 30, 4, generator=torch.Generator().manual_seed(3))
     mask = torch.rand(2, 30, generator=torch.Generator().manual_seed(4)) > 0.4
-    torch.manual_seed(0)
-    full = make_bottleneck(name, 4, 8).train()
-    part = make_bottleneck(name, 4, 8).train()
-    part.load_state_dict(full.state_dict())
-    xa = x.clone().requires_grad_()
-    torch.manual_seed(1)
-    out = full(xa, mask=mask)
-    torch.manual_seed(1)
-    ref = part(x[mask])
-    assert torch.equal(out.codes[mask], ref.codes)
-    assert torch.all(out.codes[~mask] == -1)
-    assert torch.allclose(out.quantized[mask], ref.quantized, atol=1e-6)
-    assert torch.all(out.quantized[~mask] == 0)
-    assert torch.allclose(out.loss, ref.loss, atol=1e-6)
-    if ref.weights is not None:
-        assert torch.allclose(out.weights[mask], ref.weights, atol=1e-6)
-        assert torch.all(out.weights[~mask] == 0)
-    (out.quantized.sum() + out.loss).backward()
-    assert torch.all(xa.grad[~mask] == 0)
+    _masked_and_kept(lambda: make_bottleneck(name, 4, 8), x, mask)
 
 
 @pytest.mark.parametrize("mask, error, match", [
